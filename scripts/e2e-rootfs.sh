@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Build (or reuse) the bootable Debian bookworm root that the e2e suite boots with
+# systemd-nspawn, and print its path on stdout.
+#
+#   scripts/e2e-rootfs.sh DEST
+#
+# - Installs systemd-container, debootstrap and zstd with apt-get when they are missing.
+# - Debootstraps bookworm (minbase + systemd and the few tools the tests use) into DEST,
+#   retrying up to 3 times, and strips the apt caches.
+# - Caches the finished root as a zstd tarball under $HAL0_E2E_CACHE (default:
+#   <repo>/.cache/e2e/), keyed by this script's own content hash: change the package list
+#   and the cache key changes with it. A cached root unpacks in about a second.
+# - Idempotent: when DEST already holds the root of this very script version, nothing runs.
+#
+# Needs root. Everything but the final path goes to stderr.
+set -euo pipefail
+
+if [[ $# -ne 1 || -z "$1" ]]; then
+    echo "usage: $0 DEST" >&2
+    exit 2
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "$0: must run as root (debootstrap, nspawn)" >&2
+    exit 1
+fi
+
+script_path=$(readlink -f "${BASH_SOURCE[0]}")
+repo_dir=$(dirname "$(dirname "$script_path")")
+dest=$(readlink -m "$1")
+cache_dir=${HAL0_E2E_CACHE:-$repo_dir/.cache/e2e}
+key=$(sha256sum "$script_path" | cut -c1-16)
+archive="$cache_dir/rootfs-bookworm-$key.tar.zst"
+stamp_name=.hal0-e2e-rootfs
+packages=systemd,systemd-sysv,dbus,python3,python3-venv,curl,procps,iproute2
+
+log() { echo "e2e-rootfs: $*" >&2; }
+
+ensure_host_tools() {
+    local missing=()
+    command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v zstd >/dev/null || missing+=(zstd)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    fi
+}
+
+build_root() {
+    # $1: empty target directory to debootstrap into
+    local target=$1 attempt
+    for attempt in 1 2 3; do
+        log "debootstrap bookworm into $target (attempt $attempt of 3)"
+        if debootstrap --variant=minbase --include="$packages" bookworm "$target" >&2; then
+            break
+        fi
+        if [[ $attempt -eq 3 ]]; then
+            log "debootstrap failed 3 times"
+            return 1
+        fi
+        rm -rf "$target"
+        mkdir -p "$target"
+        sleep $((attempt * 5))
+    done
+    # No apt caches: they are 80 MB the tests never read.
+    rm -rf "$target"/var/cache/apt/*.bin "$target"/var/cache/apt/archives/*.deb \
+        "$target"/var/lib/apt/lists/* "$target"/var/log/*.log "$target"/var/log/apt/*
+    # A fresh machine-id on every boot; nspawn hands one in.
+    : >"$target/etc/machine-id"
+    echo hal0-e2e >"$target/etc/hostname"
+    # Nothing in the suite logs in: no getty on the container console.
+    ln -sf /dev/null "$target/etc/systemd/system/console-getty.service"
+    echo "$key" >"$target/$stamp_name"
+}
+
+unpack() {
+    log "unpacking $archive into $dest"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    tar --zstd -xpf "$archive" --numeric-owner --xattrs --xattrs-include='*' -C "$dest"
+}
+
+if [[ -f "$dest/$stamp_name" && $(cat "$dest/$stamp_name") == "$key" ]]; then
+    log "$dest is current ($key)"
+    echo "$dest"
+    exit 0
+fi
+
+ensure_host_tools
+mkdir -p "$cache_dir"
+# One builder at a time per cache (parallel test sessions share it).
+exec 9>"$cache_dir/.lock"
+flock 9
+
+if [[ ! -f "$archive" ]]; then
+    work="$cache_dir/build-$key.$$"
+    trap 'rm -rf "$work" "$archive.tmp.$$"' EXIT
+    rm -rf "$work"
+    mkdir -p "$work"
+    build_root "$work"
+    log "caching the root as $archive"
+    tar --zstd -cpf "$archive.tmp.$$" --numeric-owner --xattrs --xattrs-include='*' \
+        -C "$work" .
+    mv -f "$archive.tmp.$$" "$archive"
+    rm -rf "$work"
+    trap - EXIT
+    # Older cache generations of this script are dead weight.
+    find "$cache_dir" -maxdepth 1 -name 'rootfs-bookworm-*.tar.zst' ! -name "${archive##*/}" \
+        -delete
+fi
+
+unpack
+echo "$dest"
