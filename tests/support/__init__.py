@@ -1,0 +1,1 @@
+"""Test support code: archive builders, loopback HTTP servers."""
