@@ -72,17 +72,23 @@ build_root() {
     echo hal0-e2e >"$target/etc/hostname"
     # Nothing in the suite logs in: no getty on the container console.
     ln -sf /dev/null "$target/etc/systemd/system/console-getty.service"
-    echo "$key" >"$target/$stamp_name"
 }
 
 unpack() {
     log "unpacking $archive into $dest"
+    rm -f "$dest/$stamp_name"
     rm -rf "$dest"
     mkdir -p "$dest"
     tar --zstd -xpf "$archive" --numeric-owner --xattrs --xattrs-include='*' -C "$dest"
+    # The stamp goes in last: a half-unpacked root never looks current.
+    echo "$key" >"$dest/$stamp_name"
 }
 
-if [[ -f "$dest/$stamp_name" && $(cat "$dest/$stamp_name") == "$key" ]]; then
+is_current() {
+    [[ -f "$dest/$stamp_name" && $(cat "$dest/$stamp_name") == "$key" ]]
+}
+
+if is_current; then
     log "$dest is current ($key)"
     echo "$dest"
     exit 0
@@ -90,9 +96,14 @@ fi
 
 ensure_host_tools
 mkdir -p "$cache_dir"
-# One builder at a time per cache (parallel test sessions share it).
+# One builder at a time per cache: parallel test sessions share it, and one of them may be
+# unpacking into the same DEST right now.
 exec 9>"$cache_dir/.lock"
 flock 9
+if is_current; then
+    echo "$dest"
+    exit 0
+fi
 
 if [[ ! -f "$archive" ]]; then
     work="$cache_dir/build-$key.$$"

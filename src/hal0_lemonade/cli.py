@@ -1,0 +1,202 @@
+"""Command line: flags -> Settings -> plan -> apply or print; one place maps errors to exits."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hal0_lemonade import __version__, engine, plan, report, settings, status
+from hal0_lemonade.errors import Hal0Error
+from hal0_lemonade.layout import Layout
+from hal0_lemonade.runner import SubprocessRunner
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+_ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
+
+INSTALL_EXAMPLES = """
+\b
+Examples:
+  sudo hal0-lemonade install                  # the pinned release, started and healthy
+  sudo hal0-lemonade install --dry-run        # show the plan with diffs, change nothing
+  hal0-lemonade install --root /tmp/sandbox --artifact ./lemonade.tar.gz \\
+      --sha256 <hex> --no-start               # a sandbox install from a local archive
+"""
+
+
+def _http_timeout() -> float:
+    try:
+        return float(os.environ.get("HAL0_LEMONADE_HTTP_TIMEOUT", "30"))
+    except ValueError:
+        return 30.0
+
+
+def _guard(as_json: bool, debug: bool, body: Callable[[], int]) -> int:
+    """Run a command body; turn every error into one line (or one JSON object) and a code."""
+    try:
+        return body()
+    except Hal0Error as exc:
+        if debug:
+            traceback.print_exc()
+        if as_json:
+            doc = {"ok": False, "changed": False, "version": "", "steps": [], "error": None}
+            doc["error"] = report._error_text(exc)
+            report.dump_json(doc)
+        else:
+            report.HumanReporter().error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: the previous state is still live; re-run to converge\n")
+        return EXIT_FAIL
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hal0-lemonade")
+def cli() -> None:
+    """Install and check Lemonade Server (lemond) as the systemd service hal0-lemonade."""
+
+
+@cli.command(epilog=INSTALL_EXAMPLES)
+@click.option(
+    "--root",
+    type=_ROOT,
+    default=Path("/"),
+    show_default=True,
+    help="Act on this directory as if it were /.",
+)
+@click.option("--version", "version", metavar="VER", help="Lemonade release (default: pinned).")
+@click.option(
+    "--artifact", metavar="URL|PATH", help="Archive to install: http(s)/file URL or path."
+)
+@click.option("--sha256", metavar="HEX", help="Expected SHA-256 of the archive.")
+@click.option("--threads", type=int, metavar="N", help="llama.cpp --threads (>= 2).")
+@click.option(
+    "--dry-run", "--dev", "dry_run", is_flag=True, help="Print the plan with diffs; change nothing."
+)
+@click.option("--no-start", is_flag=True, help="Install files only; do not enable or start.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option(
+    "--step-offset",
+    type=click.IntRange(min=0),
+    default=0,
+    hidden=False,
+    help="Shift step numbers (when embedded in a larger installer).",
+)
+@click.option(
+    "--step-total",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Total step count of the embedding installer.",
+)
+def install(**opts: Any) -> int:
+    """Install or converge Lemonade as the hal0-lemonade service."""
+    return _guard(opts["as_json"], opts["debug"], lambda: _install(**opts))
+
+
+def _install(
+    *,
+    root: Path,
+    version: str | None,
+    artifact: str | None,
+    sha256: str | None,
+    threads: int | None,
+    dry_run: bool,
+    no_start: bool,
+    as_json: bool,
+    debug: bool,
+    step_offset: int,
+    step_total: int | None,
+) -> int:
+    del debug  # handled by _guard
+    wanted = settings.build(
+        root=root,
+        version=version,
+        artifact=artifact,
+        sha256=sha256,
+        threads=threads,
+        dry_run=dry_run,
+        start=not no_start,
+    )
+    layout = wanted.layout
+    if not dry_run and layout.is_host_root and os.geteuid() != 0:
+        raise Hal0Error(
+            "installing to / needs root privileges",
+            hint="run it with sudo, or use --dry-run to see the plan, or --root DIR",
+        )
+    runner = SubprocessRunner()
+    numbering = report.Numbering(step_offset, step_total)
+    human = report.HumanReporter(numbering=numbering)
+    reporter: plan.Reporter = report.QuietReporter() if as_json else human
+
+    if dry_run:
+        steps = engine.build_steps(wanted, runner, http_timeout=_http_timeout())
+        if as_json:
+            report.dump_json(
+                report.result_json(report.plan_result(steps, wanted.pin.version), steps)
+            )
+        else:
+            human.plan(steps)
+        return EXIT_OK
+
+    with engine.install_lock(layout):
+        steps = engine.build_steps(wanted, runner, http_timeout=_http_timeout())
+        result = plan.apply(steps, wanted.pin.version, reporter)
+    if as_json:
+        report.dump_json(report.result_json(result))
+    else:
+        human.finish(result)
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
+@cli.command("status")
+@click.option(
+    "--root",
+    type=_ROOT,
+    default=Path("/"),
+    show_default=True,
+    help="Inspect this directory as if it were /.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def status_cmd(root: Path, as_json: bool) -> int:
+    """Report what is installed; exit 0 only when every check holds."""
+
+    def body() -> int:
+        version, checks = status.collect(Layout(root), SubprocessRunner())
+        ok = all(c.ok is not False for c in checks)
+        if as_json:
+            report.dump_json(
+                {
+                    "ok": ok,
+                    "version": version,
+                    "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+                }
+            )
+        else:
+            for c in checks:
+                mark = {True: "ok  ", False: "FAIL", None: "n/a "}[c.ok]
+                click.echo(f"{mark} {c.name:<8} {c.detail}")
+        return EXIT_OK if ok else EXIT_FAIL
+
+    return _guard(as_json, False, body)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        rv = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="hal0-lemonade",
+            standalone_mode=False,
+        )
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        sys.stderr.write("aborted\n")
+        return EXIT_FAIL
+    return rv if isinstance(rv, int) else EXIT_OK

@@ -1,0 +1,298 @@
+"""Artifact sources as byte streams that are hashed while they are read.
+
+Nothing downstream trusts a byte until :meth:`HashingReader.verify` has compared the digest of
+the *whole* artifact with the pin.  HTTP downloads resume with ``Range``/``If-Range`` after a
+dropped connection, within a run and across runs (the partial download is kept in the cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+from urllib.parse import unquote, urlsplit
+
+from hal0_lemonade.errors import FetchError, IntegrityError
+
+if TYPE_CHECKING:
+    import httpx
+    from _typeshed import WriteableBuffer
+
+CHUNK = 256 * 1024
+Progress = Callable[[int, "int | None"], None]
+
+
+class Body(Protocol):
+    """Where the bytes come from: ``read`` returns b"" at the end."""
+
+    total: int | None
+
+    def read(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def is_remote(artifact: str) -> bool:
+    return urlsplit(artifact).scheme in {"http", "https"}
+
+
+def local_path(artifact: str) -> Path:
+    parts = urlsplit(artifact)
+    if parts.scheme == "file":
+        if parts.netloc not in {"", "localhost"}:
+            raise FetchError(f"file URL with a remote host is not supported: {artifact}")
+        return Path(unquote(parts.path))
+    if parts.scheme and len(parts.scheme) > 1:
+        raise FetchError(
+            f"unsupported artifact scheme {parts.scheme!r}: {artifact}",
+            hint="use an http(s):// or file:// URL, or a plain path",
+        )
+    return Path(artifact)
+
+
+class FileBody:
+    def __init__(self, path: Path) -> None:
+        try:
+            self._fh: BinaryIO = path.open("rb")
+        except FileNotFoundError as exc:
+            raise FetchError(f"artifact not found: {path}") from exc
+        except IsADirectoryError as exc:
+            raise FetchError(f"artifact is a directory, not an archive: {path}") from exc
+        except PermissionError as exc:
+            raise FetchError(f"artifact is not readable: {path}") from exc
+        self.total: int | None = os.fstat(self._fh.fileno()).st_size
+
+    def read(self, size: int) -> bytes:
+        return self._fh.read(size)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class HttpBody:
+    """A GET that survives dropped connections by resuming at the byte it reached."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        attempts: int = 4,
+        offset: int = 0,
+        validator: str | None = None,
+    ) -> None:
+        # httpx costs ~100 ms to import: only paid when something is downloaded.
+        import httpx
+
+        self._httpx = httpx
+        self.url = url
+        self.offset = offset  # bytes of the artifact delivered so far (incl. a kept prefix)
+        self.validator = validator
+        self.total: int | None = None
+        self._attempts = attempts
+        self._client = httpx.Client(
+            follow_redirects=True,
+            max_redirects=10,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+            headers={"User-Agent": "hal0-lemonade", "Accept-Encoding": "identity"},
+        )
+        self._resp: httpx.Response | None = None
+        self._chunks: Iterator[bytes] = iter(())
+        self._buffer = b""
+        self._skip = 0
+        self.restarted = False  # True when the server ignored a resume and sent from byte 0
+        self._connect()
+
+    # -- connection handling -------------------------------------------------------------
+    def _connect(self) -> None:
+        httpx = self._httpx
+        delay = 0.25
+        last: str = ""
+        for attempt in range(self._attempts):
+            if attempt:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            headers = {}
+            if self.offset:
+                headers["Range"] = f"bytes={self.offset}-"
+                if self.validator:
+                    headers["If-Range"] = self.validator
+            try:
+                request = self._client.build_request("GET", self.url, headers=headers)
+                resp = self._client.send(request, stream=True)
+            except httpx.TooManyRedirects as exc:
+                raise FetchError(f"too many redirects fetching {self.url}") from exc
+            except httpx.InvalidURL as exc:
+                raise FetchError(f"invalid artifact URL {self.url}: {exc}") from exc
+            except httpx.TransportError as exc:
+                last = _describe(exc)
+                continue
+            if resp.status_code >= 500 or resp.status_code == 429:
+                last = f"HTTP {resp.status_code}"
+                resp.close()
+                continue
+            if resp.status_code not in (200, 206):
+                resp.close()
+                raise FetchError(
+                    f"HTTP {resp.status_code} fetching {self.url}",
+                    hint="check --version/--artifact; the release may not exist at that URL",
+                )
+            self._accept(resp)
+            return
+        raise FetchError(
+            f"could not fetch {self.url} after {self._attempts} attempts: {last}",
+            hint="check the network, proxy settings (HTTPS_PROXY/NO_PROXY) or use a local "
+            "--artifact; a re-run resumes the partial download",
+        )
+
+    def _accept(self, resp: httpx.Response) -> None:
+        if resp.status_code == 206:
+            start = _content_range_start(resp.headers.get("Content-Range", ""))
+            if start is None or start > self.offset:
+                resp.close()
+                raise FetchError(f"bad Content-Range from {self.url}")
+            self._skip = self.offset - start
+        else:
+            # The server ignored the Range (or If-Range said the file changed): it sends the
+            # whole body again.  Bytes already consumed are skipped; the final digest check
+            # catches a file that changed under us.
+            self._skip = self.offset
+            self.restarted = self.offset > 0
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and self.total is None:
+            self.total = int(length) + (self.offset - self._skip)
+        etag = resp.headers.get("ETag")
+        if self.validator is None:
+            if etag and not etag.startswith("W/"):
+                self.validator = etag
+            else:
+                self.validator = resp.headers.get("Last-Modified")
+        self._resp = resp
+        self._chunks = resp.iter_raw(CHUNK)
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(self, size: int) -> bytes:
+        while not self._buffer:
+            chunk = self._next_chunk()
+            if chunk is None:
+                return b""
+            if self._skip:
+                cut = min(self._skip, len(chunk))
+                self._skip -= cut
+                chunk = chunk[cut:]
+            self._buffer = chunk
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        self.offset += len(out)
+        return out
+
+    def _next_chunk(self) -> bytes | None:
+        httpx = self._httpx
+        for _ in range(self._attempts):
+            try:
+                return next(self._chunks)
+            except StopIteration:
+                return None
+            except httpx.TransportError:
+                self._close_response()
+                self._connect()  # resumes at self.offset (+ buffered skip)
+        raise FetchError(f"download of {self.url} kept failing mid-transfer")
+
+    def _close_response(self) -> None:
+        if self._resp is not None:
+            with contextlib.suppress(Exception):
+                self._resp.close()
+            self._resp = None
+
+    def close(self) -> None:
+        self._close_response()
+        self._client.close()
+
+
+def _describe(exc: Exception) -> str:
+    name = type(exc).__name__
+    text = str(exc).strip()
+    return f"{name}: {text}" if text else name
+
+
+def _content_range_start(value: str) -> int | None:
+    # "bytes 100-199/200"
+    try:
+        unit, rest = value.split(" ", 1)
+        return int(rest.split("-", 1)[0]) if unit == "bytes" else None
+    except ValueError:
+        return None
+
+
+class HashingReader(io.RawIOBase):
+    """A readable that hashes every byte and optionally tees new bytes to a file."""
+
+    def __init__(
+        self,
+        body: Body,
+        *,
+        prefix: BinaryIO | None = None,
+        tee: BinaryIO | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        super().__init__()
+        self._body = body
+        self._prefix = prefix
+        self._tee = tee
+        self._progress = progress
+        self._hash = hashlib.sha256()
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = b""
+        if self._prefix is not None:
+            data = self._prefix.read(len(view))
+            if not data:
+                self._prefix = None
+        if not data:
+            data = self._body.read(len(view))
+            if data and self._tee is not None:
+                self._tee.write(data)
+        n = len(data)
+        view[:n] = data
+        self._hash.update(data)
+        self.bytes_read += n
+        if self._progress is not None and n:
+            self._progress(self.bytes_read, self._body.total)
+        return n
+
+    def drain(self) -> None:
+        """Read to the end, so the digest covers bytes the archive reader did not need."""
+        while self.read(CHUNK):
+            pass
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def verify(self, expected: str, *, what: str) -> None:
+        self.drain()
+        actual = self.hexdigest()
+        if actual != expected:
+            raise IntegrityError(
+                f"SHA-256 mismatch for {what}: expected {expected}, got {actual}",
+                hint="the archive is corrupt or not the pinned release; nothing was installed. "
+                "Check the mirror, or the --sha256 you gave",
+            )
+
+
+def read_partial_meta(meta: Path) -> dict[str, str]:
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}

@@ -1,0 +1,144 @@
+"""Crash-safe filesystem primitives.
+
+A file or tree becomes live only by an atomic rename once it is complete and synced, so a
+kill at any instant leaves the old state or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    """A hidden name in the same directory, so the final rename stays on one filesystem."""
+    return path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
+
+
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = 0o644, uid: int = -1, gid: int = -1
+) -> None:
+    """temp file in the same dir -> write -> fsync -> chmod/chown -> rename -> fsync dir."""
+    tmp = temp_sibling(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            if uid != -1 or gid != -1:
+                os.fchown(out.fileno(), uid, gid)
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def ensure_dir(path: Path, *, mode: int = 0o755, uid: int = -1, gid: int = -1) -> bool:
+    """Create ``path`` (and parents) and set its mode/owner; True when anything changed."""
+    changed = False
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        changed = True
+    st = path.stat()
+    if st.st_mode & 0o7777 != mode:
+        path.chmod(mode)
+        changed = True
+    if uid not in (-1, st.st_uid) or gid not in (-1, st.st_gid):
+        os.chown(path, uid, gid)
+        changed = True
+    return changed
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux RENAME_EXCHANGE); False when unsupported here."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def point_symlink(link: Path, target: str) -> Path | None:
+    """Make ``link`` a symlink to ``target`` in one atomic step.
+
+    Returns the path a displaced real directory was moved to (a seed-era /opt/lemonade that
+    was a plain directory), so the caller can keep it as the previous release.
+    """
+    tmp = temp_sibling(link, "link")
+    tmp.symlink_to(target)
+    try:
+        if link.is_dir() and not link.is_symlink():
+            # rename(2) cannot replace a directory with a symlink; swap them atomically
+            # where the kernel and filesystem can, else fall back to two renames.
+            if _renameat2_exchange(tmp, link):
+                fsync_dir(link.parent)
+                return tmp
+            displaced = temp_sibling(link, "old")
+            link.rename(displaced)
+            tmp.rename(link)
+            fsync_dir(link.parent)
+            return displaced
+        tmp.replace(link)
+    except BaseException:
+        if tmp.is_symlink():
+            tmp.unlink()
+        raise
+    fsync_dir(link.parent)
+    return None
+
+
+def syncfs(path: Path) -> None:
+    """Flush the filesystem holding ``path`` (one call instead of an fsync per file)."""
+    libc_name = ctypes.util.find_library("c")
+    func = getattr(ctypes.CDLL(libc_name), "syncfs", None) if libc_name else None
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if func is None or func(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, symlink or directory tree; missing is fine."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=False)
+
+
+def read_bytes_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,112 @@
+"""Steps, actions, and the one applier that changes the host.
+
+A resource module turns (Settings, observed host) into a :class:`Step`: a named list of
+:class:`Action` objects, each of which says what it would change (with a diff where there is
+one) and carries the recovery hint shown if it fails.  ``--dry-run`` renders the steps and
+stops; :func:`apply` runs them in order.  A converged host yields steps without actions.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hal0_lemonade.errors import Hal0Error
+from hal0_lemonade.oserrors import explain
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    CHANGED = "changed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass
+class Action:
+    summary: str  # "write /etc/systemd/system/hal0-lemonade.service"
+    run: Callable[[], str | None]  # performs the change; may return a detail line
+    diff: str = ""
+
+
+@dataclass
+class Step:
+    name: str
+    actions: list[Action] = field(default_factory=list)
+    ok_detail: str = ""  # what holds when there is nothing to do
+    skip_reason: str = ""  # non-empty: the step does not apply (e.g. --no-start)
+    hint: str = ""  # recovery hint for any failure in this step
+    verify: Callable[[], str] | None = None  # runs after the actions; raises on failure
+    notes: list[str] = field(default_factory=list)  # warnings shown with the step
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.actions) and not self.skip_reason
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: Status
+    detail: str
+
+
+@dataclass
+class Result:
+    version: str
+    steps: list[StepResult] = field(default_factory=list)
+    error: Hal0Error | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(s.status != Status.FAILED for s in self.steps)
+
+    @property
+    def changed(self) -> bool:
+        return any(s.status == Status.CHANGED for s in self.steps)
+
+
+class Reporter(Protocol):
+    def step_started(self, index: int, total: int, step: Step) -> None: ...
+
+    def step_finished(self, index: int, total: int, step: Step, result: StepResult) -> None: ...
+
+
+def apply(steps: Sequence[Step], version: str, reporter: Reporter) -> Result:
+    """Run every step in order; stop at the first failure, naming its step."""
+    result = Result(version)
+    total = len(steps)
+    for index, step in enumerate(steps, start=1):
+        reporter.step_started(index, total, step)
+        try:
+            outcome = _run_step(step)
+        except Hal0Error as exc:
+            exc.step = exc.step or step.name
+            exc.hint = exc.hint or step.hint
+            outcome = StepResult(step.name, Status.FAILED, exc.message)
+            result.error = exc
+        except OSError as exc:
+            error = explain(exc, step=step.name, hint=step.hint)
+            outcome = StepResult(step.name, Status.FAILED, error.message)
+            result.error = error
+        result.steps.append(outcome)
+        reporter.step_finished(index, total, step, outcome)
+        if result.error is not None:
+            break
+    return result
+
+
+def _run_step(step: Step) -> StepResult:
+    if step.skip_reason:
+        return StepResult(step.name, Status.SKIPPED, step.skip_reason)
+    details: list[str] = []
+    for action in step.actions:
+        detail = action.run()
+        details.append(detail or action.summary)
+    if step.verify is not None:
+        details.append(step.verify())
+    status = Status.CHANGED if step.actions else Status.OK
+    text = "; ".join(d for d in details if d) or step.ok_detail
+    return StepResult(step.name, status, text)

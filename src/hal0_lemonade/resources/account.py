@@ -1,0 +1,190 @@
+"""The ``hal0`` service account and the directories it owns.
+
+The accounts database is read from ``<root>/etc/passwd`` and ``<root>/etc/group`` by a pure
+parser; changes go through groupadd/useradd/usermod (with ``--prefix <root>`` for a sandbox
+root), so a real install and a sandbox install run the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hal0_lemonade import fsops
+from hal0_lemonade.layout import SERVICE_GROUP, SERVICE_USER, HostPath, Layout
+from hal0_lemonade.plan import Action, Step
+from hal0_lemonade.runner import CommandRunner
+
+STEP = "Service account"
+GPU_GROUPS = ("render", "video")
+NOLOGIN = "/usr/sbin/nologin"
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Accounts:
+    users: dict[str, PasswdEntry] = field(default_factory=dict)
+    groups: dict[str, GroupEntry] = field(default_factory=dict)
+
+    def supplementary(self, user: str) -> set[str]:
+        return {g.name for g in self.groups.values() if user in g.members}
+
+
+def parse_passwd(text: str) -> dict[str, PasswdEntry]:
+    users = {}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[2].isdigit() and fields[3].isdigit():
+            users[fields[0]] = PasswdEntry(
+                fields[0], int(fields[2]), int(fields[3]), fields[5], fields[6]
+            )
+    return users
+
+
+def parse_group(text: str) -> dict[str, GroupEntry]:
+    groups = {}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) == 4 and fields[2].isdigit():
+            members = tuple(m for m in fields[3].split(",") if m)
+            groups[fields[0]] = GroupEntry(fields[0], int(fields[2]), members)
+    return groups
+
+
+def probe(layout: Layout) -> Accounts:
+    def read(path: HostPath) -> str:
+        try:
+            return path.real.read_text()
+        except FileNotFoundError:
+            return ""
+
+    return Accounts(parse_passwd(read(layout.passwd)), parse_group(read(layout.group)))
+
+
+def owner_ids(layout: Layout) -> tuple[int, int]:
+    """uid/gid of the service account, read when an action runs (it may be new)."""
+    accounts = probe(layout)
+    user = accounts.users.get(SERVICE_USER)
+    group = accounts.groups.get(SERVICE_GROUP)
+    if user is None or group is None:
+        return -1, -1
+    return user.uid, group.gid
+
+
+def _prefix(layout: Layout) -> list[str]:
+    return [] if layout.is_host_root else ["--prefix", str(layout.root)]
+
+
+def state_dirs(layout: Layout) -> list[tuple[HostPath, int]]:
+    """Directories hal0 owns, with their modes: its home, lemond's cache, models, HF cache."""
+    return [
+        (layout.home, 0o750),
+        (layout.state_dir, 0o750),
+        (layout.models_dir, 0o750),
+        (layout.hf_cache, 0o750),
+    ]
+
+
+def _dirs_pending(layout: Layout, accounts: Accounts) -> list[HostPath]:
+    user = accounts.users.get(SERVICE_USER)
+    pending = []
+    for path, mode in state_dirs(layout):
+        try:
+            st = path.real.stat()
+        except FileNotFoundError:
+            pending.append(path)
+            continue
+        if st.st_mode & 0o7777 != mode or user is None or st.st_uid != user.uid:
+            pending.append(path)
+    return pending
+
+
+def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
+    step = Step(
+        STEP,
+        hint=f"check {layout.passwd} and {layout.group}; create the account by hand with "
+        f"`useradd --system --user-group --home-dir /var/lib/hal0 --shell {NOLOGIN} hal0`",
+    )
+    prefix = _prefix(layout)
+
+    if not layout.is_host_root:
+        # An empty sandbox root has no accounts database for the shadow tools to edit.
+        missing = [
+            layout.at(p)
+            for p in ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
+            if not layout.at(p).real.exists()
+        ]
+        if missing:
+
+            def seed_db() -> None:
+                for path in missing:
+                    path.real.parent.mkdir(parents=True, exist_ok=True)
+                    mode = 0o644 if path.host.name in {"passwd", "group"} else 0o640
+                    fsops.atomic_write(path.real, b"", mode=mode)
+
+            step.actions.append(
+                Action("create an empty accounts database in the sandbox root", seed_db)
+            )
+
+    if SERVICE_GROUP not in accounts.groups:
+        argv = ["groupadd", *prefix, "--system", SERVICE_GROUP]
+        step.actions.append(_command(f"create system group {SERVICE_GROUP}", argv, runner))
+    user = accounts.users.get(SERVICE_USER)
+    if user is None:
+        argv = [
+            "useradd", *prefix, "--system", "--gid", SERVICE_GROUP,
+            "--home-dir", str(layout.home), "--no-create-home",
+            "--shell", NOLOGIN, "--comment", "hal0 Lemonade service", SERVICE_USER,
+        ]  # fmt: skip
+        step.actions.append(_command(f"create system user {SERVICE_USER}", argv, runner))
+    elif user.shell != NOLOGIN and not user.shell.endswith("/false"):
+        step.notes.append(f"user {SERVICE_USER} exists with login shell {user.shell}")
+
+    present = [g for g in GPU_GROUPS if g in accounts.groups]
+    missing_groups = [g for g in present if g not in accounts.supplementary(SERVICE_USER)]
+    if missing_groups:
+        argv = ["usermod", *prefix, "--append", "--groups", ",".join(missing_groups), SERVICE_USER]
+        step.actions.append(
+            _command(
+                f"add {SERVICE_USER} to {', '.join(missing_groups)} (GPU access)", argv, runner
+            )
+        )
+
+    pending = _dirs_pending(layout, accounts)
+    if pending:
+
+        def make_dirs() -> None:
+            uid, gid = owner_ids(layout)
+            for path, mode in state_dirs(layout):
+                fsops.ensure_dir(path.real, mode=mode, uid=uid, gid=gid)
+
+        names = ", ".join(str(p) for p in pending)
+        step.actions.append(Action(f"create/own {names} as {SERVICE_USER}", make_dirs))
+
+    absent = [g for g in GPU_GROUPS if g not in accounts.groups]
+    step.ok_detail = f"{SERVICE_USER} exists" + (
+        f" (no {'/'.join(absent)} group on this host)" if absent else ""
+    )
+    return step
+
+
+def _command(summary: str, argv: list[str], runner: CommandRunner) -> Action:
+    def run() -> str:
+        runner.run(argv)
+        return summary
+
+    return Action(summary, run, diff="$ " + " ".join(argv) + "\n")

@@ -1,0 +1,178 @@
+"""The running service: enabled, started (or restarted after a change), active and healthy."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from hal0_lemonade import health
+from hal0_lemonade.errors import ServiceError
+from hal0_lemonade.layout import SERVICE_NAME, Layout
+from hal0_lemonade.plan import Action, Step
+from hal0_lemonade.resources.unit import systemd_running
+from hal0_lemonade.runner import CommandRunner
+
+STEP = "Service start"
+JOURNAL_HINT = (
+    "see `journalctl -u hal0-lemonade -n 50`; the installed files are in place, so fix the "
+    "cause and re-run, or `systemctl restart hal0-lemonade`"
+)
+_PROPS = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "MainPID",
+    "NRestarts",
+    "ExecMainStatus",
+)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    systemd: bool
+    props: dict[str, str]
+    enabled: bool
+    healthy: bool
+
+    @property
+    def active(self) -> bool:
+        return self.props.get("ActiveState") in {"active", "activating", "reloading"}
+
+
+def parse_show(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def show(runner: CommandRunner) -> dict[str, str]:
+    argv = ["systemctl", "show", *(f"--property={p}" for p in _PROPS), SERVICE_NAME]
+    return parse_show(runner.run(argv, check=False).stdout)
+
+
+def probe(layout: Layout, runner: CommandRunner, host: str, port: int) -> ServiceState:
+    if not systemd_running(layout):
+        return ServiceState(False, {}, layout.wants_link.real.is_symlink(), False)
+    props = show(runner)
+    healthy = props.get("ActiveState") == "active" and health.get_health(host, port) is not None
+    return ServiceState(True, props, props.get("UnitFileState") == "enabled", healthy)
+
+
+def _act(summary: str, argv: list[str], runner: CommandRunner) -> Action:
+    def run() -> str:
+        runner.run(argv, timeout=120)
+        return summary
+
+    return Action(summary, run, diff="$ " + " ".join(argv) + "\n")
+
+
+def plan(
+    layout: Layout,
+    state: ServiceState,
+    runner: CommandRunner,
+    *,
+    host: str,
+    port: int,
+    start: bool,
+    restart: bool,
+    start_timeout: float,
+    health_timeout: float,
+) -> Step:
+    step = Step(STEP, hint=JOURNAL_HINT)
+    if not start:
+        step.skip_reason = "--no-start: service not enabled or started"
+        return step
+
+    if not layout.is_host_root:
+        if not state.enabled:
+            argv = ["systemctl", f"--root={layout.root}", "enable", SERVICE_NAME]
+            step.actions.append(_act(f"enable {SERVICE_NAME} (wants link)", argv, runner))
+        reason = f"not started: no systemd runs under --root {layout.root}"
+        step.ok_detail = f"enabled; {reason}"
+        step.verify = lambda: reason
+        return step
+
+    if not state.systemd:
+
+        def refuse() -> str:
+            raise ServiceError(
+                "systemd is not running on this host (PID 1 is not systemd)",
+                hint="boot the host with systemd, or re-run with --no-start to install only",
+            )
+
+        step.verify = refuse
+        return step
+
+    if not state.enabled:
+        step.actions.append(_act("enable", ["systemctl", "enable", SERVICE_NAME], runner))
+    if not state.active:
+
+        def start_it() -> str:
+            if health.port_in_use(host, port):
+                raise ServiceError(
+                    f"port {port} on {host} is already in use by another process",
+                    hint=f"find it with `ss -ltnp 'sport = :{port}'` and stop it, then re-run",
+                )
+            runner.run(["systemctl", "start", SERVICE_NAME], timeout=120)
+            return "started"
+
+        step.actions.append(Action("start", start_it, diff=f"$ systemctl start {SERVICE_NAME}\n"))
+    elif restart:
+        step.actions.append(
+            _act(
+                "restart (config, unit or release changed)",
+                ["systemctl", "restart", SERVICE_NAME],
+                runner,
+            )
+        )
+
+    def verify() -> str:
+        return wait_ready(runner, host, port, start_timeout, health_timeout)
+
+    step.verify = verify
+    step.ok_detail = "active and healthy"
+    return step
+
+
+def _failure(props: dict[str, str]) -> str | None:
+    active, sub = props.get("ActiveState", ""), props.get("SubState", "")
+    if active == "failed" or sub in {"auto-restart", "failed", "dead"} or active == "inactive":
+        status = props.get("ExecMainStatus", "?")
+        return f"{SERVICE_NAME} is {active} ({sub}), last exit status {status}"
+    return None
+
+
+def wait_ready(
+    runner: CommandRunner, host: str, port: int, start_timeout: float, health_timeout: float
+) -> str:
+    deadline = time.monotonic() + start_timeout
+    props = show(runner)
+    while props.get("ActiveState") != "active":
+        problem = _failure(props) if props.get("ActiveState") != "activating" else None
+        if problem or time.monotonic() > deadline:
+            raise ServiceError(
+                problem or f"{SERVICE_NAME} did not become active within {start_timeout:g} s",
+                hint=JOURNAL_HINT,
+            )
+        time.sleep(0.1)
+        props = show(runner)
+    restarts = props.get("NRestarts", "0")
+
+    def still_running() -> str | None:
+        now = show(runner)
+        if now.get("NRestarts", "0") != restarts:
+            return f"{SERVICE_NAME} exited and is being restarted (exit status " + (
+                now.get("ExecMainStatus", "?") + ")"
+            )
+        return _failure(now)
+
+    answer = health.wait_healthy(host, port, timeout=health_timeout, still_running=still_running)
+    if answer is None:
+        problem = still_running()
+        raise ServiceError(
+            problem
+            or f"lemond did not answer {health.HEALTH_PATH} on {host}:{port} "
+            f"within {health_timeout:g} s",
+            hint=JOURNAL_HINT,
+        )
+    version = answer.get("version")
+    return f"active and healthy on {host}:{port}" + (f" (lemond {version})" if version else "")

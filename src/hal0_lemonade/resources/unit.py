@@ -1,0 +1,67 @@
+"""The systemd unit /etc/systemd/system/hal0-lemonade.service, rendered from a template.
+
+Two deliberate differences from the seed's unit: ``CPUQuota`` is 80% of the machine's CPUs
+(systemd counts percent of *one* CPU, so the seed's ``80%`` capped lemond at 0.8 of a core),
+and the unit is sandboxed (see the template and README's security model).
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from importlib import resources
+
+from hal0_lemonade import fsops
+from hal0_lemonade.layout import SERVICE_NAME, Layout
+from hal0_lemonade.plan import Action, Step
+from hal0_lemonade.runner import CommandRunner
+
+STEP = "systemd unit"
+CPU_SHARE_PERCENT = 80
+
+
+def render(*, host: str, port: int, cpus: int) -> bytes:
+    template = resources.files("hal0_lemonade").joinpath(f"templates/{SERVICE_NAME}")
+    text = string.Template(template.read_text("utf-8")).substitute(
+        host=host, port=port, cpus=cpus, cpu_quota=CPU_SHARE_PERCENT * cpus
+    )
+    return text.encode()
+
+
+def systemd_running(layout: Layout) -> bool:
+    """sd_booted(): is systemd PID 1 of the host we act on?"""
+    return layout.is_host_root and layout.at("/run/systemd/system").real.is_dir()
+
+
+def plan(layout: Layout, desired: bytes, runner: CommandRunner) -> Step:
+    step = Step(
+        STEP,
+        hint=f"check {layout.unit.host.parent} is writable; `systemd-analyze verify "
+        f"{layout.unit}` explains a unit systemd rejects",
+    )
+    path = layout.unit.real
+    current = fsops.read_bytes_or_none(path)
+    dropins = sorted(p.name for p in layout.dropin_dir.real.glob("*.conf"))
+    if dropins:
+        step.notes.append(f"local drop-ins kept: {', '.join(dropins)}")
+    if current == desired:
+        step.ok_detail = f"{layout.unit} is current"
+        return step
+
+    def write() -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsops.atomic_write(path, desired, mode=0o644)
+        return f"wrote {layout.unit}"
+
+    before = (current or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    after = desired.decode().splitlines(keepends=True)
+    diff = "".join(difflib.unified_diff(before, after, f"{layout.unit} (current)", "(new)"))
+    step.actions.append(Action(f"write {layout.unit}", write, diff=diff))
+    if systemd_running(layout):
+
+        def reload() -> str:
+            runner.run(["systemctl", "daemon-reload"])
+            return "systemctl daemon-reload"
+
+        step.actions.append(Action("systemctl daemon-reload", reload))
+    return step

@@ -1,0 +1,91 @@
+"""What the operator asked for, resolved once into a frozen value.
+
+Precedence: flags > environment > pins and defaults.  Everything downstream reads Settings and
+never looks at flags or the environment again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hal0_lemonade import cpus as cpu_probe
+from hal0_lemonade import releases
+from hal0_lemonade.errors import UsageError
+from hal0_lemonade.layout import Layout
+
+LISTEN_HOST = "127.0.0.1"  # ADR-0008 §1: loopback only, never exposed off the box
+LISTEN_PORT = 13305
+START_TIMEOUT_S = 30.0
+HEALTH_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    layout: Layout
+    pin: releases.Pin
+    threads: int
+    threads_source: str
+    cpus: int  # the CPU budget used for CPUQuota (2 when unreadable)
+    dry_run: bool
+    start: bool
+    host: str = LISTEN_HOST
+    port: int = LISTEN_PORT
+    start_timeout: float = START_TIMEOUT_S
+    health_timeout: float = HEALTH_TIMEOUT_S
+    warnings: tuple[str, ...] = ()
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def build(
+    *,
+    root: Path,
+    version: str | None,
+    artifact: str | None,
+    sha256: str | None,
+    threads: int | None,
+    dry_run: bool,
+    start: bool,
+    env: Mapping[str, str] | None = None,
+    budget: cpu_probe.CpuBudget | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    warnings: list[str] = []
+    skip_sha = _truthy(env.get("HAL0_SKIP_LEMONADE_SHA"))
+    pin = releases.resolve(version, artifact, sha256, skip_sha=skip_sha)
+    if not pin.verified:
+        warnings.append(
+            f"HAL0_SKIP_LEMONADE_SHA=1: installing Lemonade {pin.version} WITHOUT verifying "
+            "its digest; the marker records it as unverified"
+        )
+
+    budget = budget if budget is not None else cpu_probe.detect()
+    if threads is not None:
+        if threads < cpu_probe.MIN_THREADS:
+            raise UsageError(
+                f"--threads {threads} is below {cpu_probe.MIN_THREADS}",
+                hint="llama.cpp needs --threads 2 or more (ADR-0008 §4)",
+            )
+        n, source = threads, "--threads"
+    elif budget.cpus is None:
+        n, source = cpu_probe.FALLBACK_THREADS, "fallback"
+        warnings.append(f"{budget.source}; using --threads {n}")
+    else:
+        n = cpu_probe.threads_for(budget.cpus)
+        source = f"{budget.cpus} CPUs ({budget.source})"
+
+    return Settings(
+        layout=Layout(root),
+        pin=pin,
+        threads=n,
+        threads_source=source,
+        cpus=budget.cpus or cpu_probe.FALLBACK_THREADS,
+        dry_run=dry_run,
+        start=start,
+        warnings=tuple(warnings),
+    )

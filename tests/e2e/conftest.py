@@ -1,0 +1,238 @@
+"""Fixtures for the booted-systemd suite (``pytest -m e2e``).
+
+One session fixture prepares everything a boot needs, overlapping the slow parts:
+the bootable root (scripts/e2e-rootfs.sh, cached), the project's wheels (built on the host
+with pip), the release archives (tests/support/archives.py), and a venv with the project
+installed from those wheels by the container's own ``python3`` (built once per session in
+a throwaway container and bind-mounted read-only at /opt/hal0-venv into every boot, which
+saves ~6 s of ensurepip + pip per boot). Each boot then serves the archives over real HTTP
+from inside the container, so the installer downloads them like it would in production.
+
+Outside CI the suite skips (with the reason) when it cannot run here; with ``CI`` set in
+the environment, it fails instead, so CI can never pass without booting systemd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import (
+    ARTIFACT_PORT,
+    RELEASES,
+    UNIT,
+    VENV,
+    WHEELS,
+    Container,
+    booted,
+    nspawn_run,
+)
+from tests.support.archives import Release, build_release
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+ROOTFS_SCRIPT = PROJECT_DIR / "scripts" / "e2e-rootfs.sh"
+BASE_VERSION = "10.6.0"
+UPGRADE_VERSION = "10.6.1"
+# Wall times of the expensive steps, printed in the terminal summary.
+TIMINGS: dict[str, float] = {}
+
+
+def unavailable(reason: str) -> None:
+    """Skip outside CI; in CI the suite must run, so this is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"the e2e suite cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HAL0_E2E_CACHE") or PROJECT_DIR / ".cache" / "e2e")
+
+
+@dataclass(frozen=True)
+class Releases:
+    """The archives served inside every container at http://127.0.0.1:ARTIFACT_PORT/."""
+
+    directory: Path
+    base: Release  # 10.6.0, the pinned version
+    upgrade: Release  # 10.6.1
+    broken: Release  # 10.6.0 whose lemond exits 1 at start
+
+    def url(self, release: Release) -> str:
+        return f"http://127.0.0.1:{ARTIFACT_PORT}/{release.path.relative_to(self.directory)}"
+
+    def args(self, release: Release) -> list[str]:
+        """The install flags that point the installer at ``release``."""
+        return [
+            "--version",
+            release.version,
+            "--artifact",
+            self.url(release),
+            "--sha256",
+            release.sha256,
+        ]
+
+
+@dataclass(frozen=True)
+class E2E:
+    rootfs: Path
+    wheels: Path
+    venv: Path
+    releases: Releases
+    workdir: Path
+
+    @contextlib.contextmanager
+    def boot(self, rootfs: Path | None = None, *, volatile: bool = True) -> Iterator[Container]:
+        """Boot (an overlay over) the root with the venv, wheels and releases bound in."""
+        started = time.monotonic()
+        with booted(
+            rootfs or self.rootfs,
+            self.workdir,
+            volatile=volatile,
+            binds_ro=[
+                (self.venv, VENV),
+                (self.wheels, WHEELS),
+                (self.releases.directory, RELEASES),
+            ],
+        ) as container:
+            serve_releases(container)
+            TIMINGS[f"boot {container.name}"] = time.monotonic() - started
+            yield container
+
+
+def serve_releases(container: Container) -> None:
+    """``python3 -m http.server`` on 127.0.0.1 inside, as a transient unit."""
+    container.run(
+        [
+            "systemd-run",
+            "--unit=e2e-releases",
+            "--quiet",
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            RELEASES,
+            str(ARTIFACT_PORT),
+        ]
+    )
+    container.wait_for(
+        "the release server",
+        lambda: container.run(
+            ["curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{ARTIFACT_PORT}/"],
+            check=False,
+        ).returncode
+        == 0,
+        timeout=15,
+    )
+
+
+def _build_rootfs() -> Path:
+    dest = cache_dir() / "rootfs"
+    result = subprocess.run(
+        ["timeout", "900", str(ROOTFS_SCRIPT), str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        unavailable(
+            f"{ROOTFS_SCRIPT.name} {dest} exited {result.returncode}:\n{result.stderr[-3000:]}"
+        )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
+    if sys.platform != "linux":
+        unavailable("systemd-nspawn needs Linux")
+    if os.geteuid() != 0:
+        unavailable("booting systemd with systemd-nspawn needs root")
+    if shutil.which("systemd-nspawn") is None and shutil.which("apt-get") is None:
+        unavailable("systemd-nspawn is missing and apt-get cannot install systemd-container")
+    timings = TIMINGS
+    workdir = tmp_path_factory.mktemp("e2e")
+    wheels = workdir / "wheels"
+    t0 = time.monotonic()
+    # pip (~6 s) runs while the root is prepared.
+    pip = subprocess.Popen(
+        [sys.executable, "-m", "pip", "wheel", "-q", str(PROJECT_DIR), "-w", str(wheels)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        releases_dir = workdir / "releases"
+        releases = Releases(
+            directory=releases_dir,
+            base=build_release(releases_dir, BASE_VERSION),
+            upgrade=build_release(releases_dir, UPGRADE_VERSION),
+            broken=build_release(releases_dir / "broken", BASE_VERSION, fail_at_start=True),
+        )
+        rootfs = _build_rootfs()
+        timings["rootfs"] = time.monotonic() - t0
+        if shutil.which("systemd-nspawn") is None:
+            unavailable("systemd-nspawn is still missing after scripts/e2e-rootfs.sh")
+        pip_out, _ = pip.communicate(timeout=600)
+    finally:
+        if pip.poll() is None:
+            pip.kill()
+            pip.wait()
+    if pip.returncode != 0:
+        pytest.fail(f"pip wheel {PROJECT_DIR} failed:\n{pip_out}", pytrace=False)
+    timings["rootfs+wheels"] = time.monotonic() - t0
+
+    venv = workdir / "venv"
+    venv.mkdir()
+    result = nspawn_run(
+        rootfs,
+        [
+            "sh",
+            "-c",
+            f"python3 -m venv {VENV} && "
+            f"{VENV}/bin/pip install -q --no-index --find-links {WHEELS} hal0-lemonade",
+        ],
+        binds=[(venv, VENV)],
+        binds_ro=[(wheels, WHEELS)],
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"installing the wheels into {VENV} inside the root failed "
+            f"({result.returncode}):\n{result.stdout}\n{result.stderr}",
+            pytrace=False,
+        )
+    timings["venv"] = time.monotonic() - t0 - timings["rootfs+wheels"]
+    return E2E(rootfs, wheels, venv, releases, workdir)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        line = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in TIMINGS.items())
+        terminalreporter.write_line(f"e2e timings: {line}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On failure, attach the unit's journal from every container the test used."""
+    report = yield
+    if report.when == "call" and report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for value in funcargs.values():
+            if isinstance(value, Container) and value.process.poll() is None:
+                with contextlib.suppress(Exception):
+                    report.sections.append(
+                        (f"journal of {UNIT} in {value.name}", value.journal(lines=80))
+                    )
+    return report

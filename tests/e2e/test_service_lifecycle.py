@@ -1,0 +1,278 @@
+"""The installer against real systemd 252: one booted container, scenarios in order.
+
+A boot costs seconds, so the scenarios share one container and run in file order, each
+leaving the host converged for the next: fresh install, sandbox checks, re-run unchanged,
+dry-run, --threads change, SIGKILL, upgrade, stop. Each is its own test, and each checks
+the state it starts from so a failure points at the right scenario.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import E2E
+from tests.e2e.harness import (
+    CLI,
+    CONFIG,
+    LIVE,
+    MARKER,
+    SHUTDOWN_LOG,
+    STATE_DIR,
+    UNIT,
+    UNIT_FILE,
+    Container,
+    diff_snapshots,
+)
+
+pytestmark = pytest.mark.e2e
+
+# What a re-run and a dry-run must leave untouched (lstat + content of small files).
+WATCHED = ("/opt", "/var/lib/hal0", "/etc/systemd/system")
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
+EXCLUDE = ("/opt/hal0-venv",)
+
+
+@pytest.fixture(scope="module")
+def container(e2e: E2E) -> Iterator[Container]:
+    with e2e.boot() as booted:
+        yield booted
+
+
+def llamacpp_args(c: Container) -> str:
+    config = c.read_json(CONFIG)
+    args = config["llamacpp"]["args"]
+    assert isinstance(args, str), config
+    return args
+
+
+def require_active(c: Container) -> int:
+    """The scenario's precondition: the service runs. Returns its MainPID."""
+    state = c.show("ActiveState")
+    if state != "active":
+        pytest.fail(f"precondition: {UNIT} is {state}, an earlier scenario left it so")
+    pid = c.main_pid()
+    assert pid > 0
+    return pid
+
+
+def steps_by_status(result: dict[str, Any]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for step in result["steps"]:
+        found.setdefault(step["status"], []).append(step["name"])
+    return found
+
+
+def assert_result_shape(result: dict[str, Any]) -> None:
+    assert set(result) >= {"ok", "changed", "version", "steps", "error"}, result
+    assert isinstance(result["ok"], bool)
+    assert isinstance(result["changed"], bool)
+    assert isinstance(result["version"], str)
+    assert result["error"] is None or isinstance(result["error"], str)
+    for step in result["steps"]:
+        assert set(step) >= {"name", "status", "detail"}, step
+        assert step["status"] in {"ok", "changed", "skipped", "failed"}, step
+
+
+def test_harness_runs_the_cli_inside(container: Container) -> None:
+    """Smoke: systemd is PID 1, the venv works with the guest's Python, no network."""
+    assert container.out(["cat", "/proc/1/comm"]) == "systemd"
+    assert container.out(["systemctl", "--version"]).startswith("systemd 252")
+    assert container.out(["python3", "-c", "import sys; print(sys.version.split()[0])"]) == (
+        "3.11.2"
+    )
+    links = container.out(["ls", "/sys/class/net"]).split()
+    assert links == ["lo"], links
+    help_text = container.run([CLI, "--help"]).stdout
+    assert "install" in help_text
+    assert "status" in help_text
+
+
+def test_fresh_install(container: Container, e2e: E2E) -> None:
+    assert not container.exists(UNIT_FILE)
+    result = container.install(*e2e.releases.args(e2e.releases.base))
+    assert_result_shape(result)
+    assert result["ok"] is True
+    assert result["changed"] is True
+    assert result["version"] == "10.6.0"
+    assert result["error"] is None
+    assert "failed" not in steps_by_status(result), result
+
+    assert container.systemctl("is-active", UNIT, check=False).stdout.strip() == "active"
+    assert container.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "enabled"
+    assert container.read(MARKER).strip() == "10.6.0"
+    assert re.fullmatch(r"--parallel 1 --threads \d+", llamacpp_args(container))
+
+    # The daemon runs as hal0, not root: ask the kernel and the daemon itself.
+    pid = container.main_pid()
+    hal0_uid = int(container.out(["id", "-u", "hal0"]))
+    assert hal0_uid != 0
+    status = container.read(f"/proc/{pid}/status")
+    uids = re.search(r"^Uid:\s+(.*)$", status, re.MULTILINE)
+    assert uids is not None
+    assert {int(u) for u in uids.group(1).split()} == {hal0_uid}, status
+    assert container.out(["ps", "-o", "user=", "-p", str(pid)]) == "hal0"
+
+    health = container.wait_healthy()
+    assert health["version"] == "10.6.0"
+    assert health["pid"] == pid
+    assert health["uid"] == hal0_uid
+    assert health["llamacpp_args"] == llamacpp_args(container)
+
+    # Loopback only: the daemon on 127.0.0.1:13305, and no listener anywhere else.
+    listeners = container.out(["ss", "-H", "-ltunp"]).splitlines()
+    daemon = [line for line in listeners if f"pid={pid}," in line]
+    assert len(daemon) == 1, listeners
+    assert daemon[0].split()[4] == "127.0.0.1:13305", daemon
+    for line in listeners:
+        local = line.split()[4]
+        host = local.rsplit(":", 1)[0].strip("[]").split("%")[0]
+        assert host not in {"*", "0.0.0.0", "::"}, line
+        assert ipaddress.ip_address(host).is_loopback, line
+
+
+def test_service_hardening_properties(container: Container) -> None:
+    require_active(container)
+    assert container.show("LimitMEMLOCK") == "infinity"
+    assert container.show("NoNewPrivileges") == "yes"
+    assert container.show("User") == "hal0"
+    assert container.show("Restart") == "on-failure"
+
+
+# Paths the daemon must not be able to write from inside its sandbox, even where Unix
+# permissions alone would not stop hal0 (its release tree may be owned by root, but the
+# sandbox is the second line).
+NOT_WRITABLE = (
+    LIVE,
+    f"{LIVE}/resources",
+    "/opt",
+    "/etc",
+    "/etc/systemd/system",
+    "/usr",
+    "/usr/local/bin",
+    "/root",
+    "/home",
+    "/var/lib",
+    "/srv",
+    "/",
+)
+
+
+@pytest.mark.parametrize("path", NOT_WRITABLE)
+def test_sandbox_denies_writes(container: Container, path: str) -> None:
+    require_active(container)
+    probe = container.probe("write", path)
+    assert probe["ok"] is False, probe
+
+
+def test_sandbox_denies_rewriting_the_daemon(container: Container) -> None:
+    require_active(container)
+    for path in (f"{LIVE}/lemond", MARKER, CONFIG.replace(STATE_DIR, LIVE)):
+        if container.exists(path):
+            probe = container.probe("open", path)
+            assert probe["ok"] is False, probe
+    probe = container.probe("open", UNIT_FILE)
+    assert probe["ok"] is False, probe
+
+
+def test_sandbox_allows_the_state_dir(container: Container) -> None:
+    require_active(container)
+    probe = container.probe("write", STATE_DIR)
+    assert probe["ok"] is True, probe
+    probe = container.probe("open", CONFIG)
+    assert probe["ok"] is True, probe
+    state = container.read_json(f"{STATE_DIR}/fake-lemond.state.json")
+    runtime = state["env"]["RUNTIME_DIRECTORY"]
+    assert runtime, f"the unit gives the daemon no RUNTIME_DIRECTORY: {state['env']}"
+    probe = container.probe("write", runtime.split(":")[0])
+    assert probe["ok"] is True, probe
+    hf_home = state["env"]["HF_HOME"]
+    if hf_home:
+        probe = container.probe("write", hf_home)
+        assert probe["ok"] is True, probe
+
+
+def test_rerun_unchanged_changes_nothing(container: Container, e2e: E2E) -> None:
+    pid = require_active(container)
+    before = container.snapshot(*WATCHED, *ACCOUNT_FILES, exclude=EXCLUDE)
+    result = container.install(*e2e.releases.args(e2e.releases.base))
+    after = container.snapshot(*WATCHED, *ACCOUNT_FILES, exclude=EXCLUDE)
+    assert_result_shape(result)
+    assert result["ok"] is True
+    assert result["changed"] is False, result
+    assert set(steps_by_status(result)) <= {"ok", "skipped"}, result
+    assert container.main_pid() == pid, "the daemon was restarted"
+    assert diff_snapshots(before, after) == []
+    assert container.health()["pid"] == pid
+
+
+def test_dry_run_on_the_booted_host_changes_nothing(container: Container, e2e: E2E) -> None:
+    """A dry-run that would change config and release must plan it and touch nothing."""
+    pid = require_active(container)
+    unit_state = {p: container.show(p) for p in ("ActiveState", "SubState", "UnitFileState")}
+    before = container.snapshot(*WATCHED, *ACCOUNT_FILES, exclude=EXCLUDE)
+    result = container.install(*e2e.releases.args(e2e.releases.upgrade), "--threads", "5", "--dry-run")
+    after = container.snapshot(*WATCHED, *ACCOUNT_FILES, exclude=EXCLUDE)
+    assert_result_shape(result)
+    assert result["ok"] is True, result
+    assert diff_snapshots(before, after) == []
+    assert container.main_pid() == pid
+    assert {p: container.show(p) for p in unit_state} == unit_state
+    assert container.health()["version"] == "10.6.0"
+
+
+def test_threads_change_restarts_the_daemon(container: Container, e2e: E2E) -> None:
+    pid = require_active(container)
+    result = container.install(*e2e.releases.args(e2e.releases.base), "--threads", "3")
+    assert result["ok"] is True
+    assert result["changed"] is True
+    assert llamacpp_args(container) == "--parallel 1 --threads 3"
+    new_pid = container.main_pid()
+    assert new_pid not in {0, pid}, "the daemon was not restarted"
+    health = container.wait_healthy(pid=new_pid)
+    assert "--threads 3" in health["llamacpp_args"]
+
+
+def test_sigkill_is_restarted_by_systemd(container: Container) -> None:
+    pid = require_active(container)
+    restarts = int(container.show("NRestarts"))
+    container.run(["kill", "-KILL", str(pid)])
+
+    def back() -> bool:
+        return container.show("ActiveState") == "active" and container.main_pid() not in {0, pid}
+
+    container.wait_for("systemd to restart the daemon (RestartSec=5s)", back, timeout=20)
+    new_pid = container.main_pid()
+    assert int(container.show("NRestarts")) == restarts + 1
+    assert container.wait_healthy(pid=new_pid)["pid"] == new_pid
+
+
+def test_upgrade_to_a_second_release(container: Container, e2e: E2E) -> None:
+    pid = require_active(container)
+    upgrade = e2e.releases.upgrade
+    result = container.install(*e2e.releases.args(upgrade))
+    assert result["ok"] is True
+    assert result["changed"] is True
+    assert result["version"] == upgrade.version
+    assert container.read(MARKER).strip() == upgrade.version
+    assert container.out([f"{LIVE}/lemond", "--version"]) == upgrade.version
+    new_pid = container.main_pid()
+    assert new_pid not in {0, pid}
+    health = container.wait_healthy(pid=new_pid)
+    assert health["version"] == upgrade.version
+
+
+def test_stop_drains_and_is_not_a_failure(container: Container) -> None:
+    require_active(container)
+    before = container.read(SHUTDOWN_LOG).splitlines() if container.exists(SHUTDOWN_LOG) else []
+    container.systemctl("stop", UNIT)
+    after = container.read(SHUTDOWN_LOG).splitlines()
+    assert len(after) == len(before) + 1, after
+    assert "POST /internal/shutdown" in after[-1]
+    assert container.show("ActiveState") == "inactive"
+    assert container.show("Result") == "success"
+    assert container.systemctl("is-failed", UNIT, check=False).stdout.strip() != "failed"
