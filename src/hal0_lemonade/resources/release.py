@@ -251,6 +251,12 @@ class Installer:
                 reader.drain()
         finally:
             body.close()
+        expected_top = f"lemonade-embeddable-{pin.version}-"
+        if not extracted.top.startswith(expected_top):
+            raise ArchiveError(
+                f"the archive holds {extracted.top!r}, not Lemonade {pin.version}",
+                hint=f"pass the --version that matches the archive ({expected_top}<arch>/)",
+            )
         return extracted
 
     def _write_records(self, tree: Path, pin: Pin, extracted: archive.Extracted) -> None:

@@ -1,0 +1,119 @@
+"""Fixtures for driving the real CLI against temp roots and loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hal0_lemonade.cli import main
+from tests.support.archives import Release, ReleaseFactory
+from tests.support.httpserver import HTTPTestServer
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.out)
+        return doc
+
+    def step(self, name: str) -> dict[str, Any]:
+        for step in self.json["steps"]:
+            if step["name"] == name:
+                return dict(step)
+        raise KeyError(name)
+
+
+CLI = Callable[..., Run]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CLI:
+    """Run ``hal0-lemonade ARGS`` in-process; returns exit code and captured output."""
+    monkeypatch.delenv("HAL0_SKIP_LEMONADE_SHA", raising=False)
+
+    def run(*args: str | Path, env: dict[str, str] | None = None) -> Run:
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            for key, value in (env or {}).items():
+                m.setenv(key, value)
+            code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    target = tmp_path / "root"
+    target.mkdir()
+    return target
+
+
+@dataclass
+class Served:
+    release: Release
+    url: str
+
+
+@pytest.fixture
+def served(http_server: HTTPTestServer, release_factory: ReleaseFactory) -> Callable[..., Served]:
+    def serve(version: str = "10.6.0", **options: Any) -> Served:
+        release = release_factory(version, **options)
+        url = http_server.add(f"/dl/{release.name}", release.path)
+        return Served(release, url)
+
+    return serve
+
+
+def install_args(root: Path, served: Served, *extra: str) -> list[str | Path]:
+    s = served
+    return [
+        "install", "--root", root, "--version", s.release.version,
+        "--artifact", s.url, "--sha256", s.release.sha256, "--json", *extra,
+    ]  # fmt: skip
+
+
+Snapshot = dict[str, tuple[int, int, int, bytes | str | None]]
+
+
+def snapshot(root: Path, *, dir_mtimes: bool = True) -> Snapshot:
+    """inode, mtime_ns, mode and content (or link target) of everything under ``root``.
+
+    ``dir_mtimes=False`` ignores directory mtimes: a refused install still creates and
+    removes its staging dir beside the live tree, which touches the parent's mtime only.
+    """
+    snap: Snapshot = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            if path.is_symlink():
+                content: bytes | str | None = str(path.readlink())
+            elif path.is_file():
+                content = path.read_bytes()
+            else:
+                content = None
+            mtime = st.st_mtime_ns if dir_mtimes or not path.is_dir() else 0
+            snap[str(path.relative_to(root))] = (st.st_ino, mtime, st.st_mode, content)
+    return snap
+
+
+@pytest.fixture
+def installed(cli: CLI, root: Path, served: Callable[..., Served]) -> Iterator[tuple[Path, Served]]:
+    """A root with 10.6.0 installed (files only; no systemd runs under a temp root)."""
+    s = served()
+    run = cli(*install_args(root, s))
+    assert run.code == 0, run.err
+    yield root, s
