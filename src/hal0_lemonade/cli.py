@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hal0_lemonade import __version__, engine, plan, report, settings, status
+from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_option
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.runner import SubprocessRunner
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-_ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
 
 INSTALL_EXAMPLES = """
 \b
@@ -36,25 +33,6 @@ def _http_timeout() -> float:
         return 30.0
 
 
-def _guard(as_json: bool, debug: bool, body: Callable[[], int]) -> int:
-    """Run a command body; turn every error into one line (or one JSON object) and a code."""
-    try:
-        return body()
-    except Hal0Error as exc:
-        if debug:
-            traceback.print_exc()
-        if as_json:
-            doc = {"ok": False, "changed": False, "version": "", "steps": [], "error": None}
-            doc["error"] = report._error_text(exc)
-            report.dump_json(doc)
-        else:
-            report.HumanReporter().error(exc)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: the previous state is still live; re-run to converge\n")
-        return EXIT_FAIL
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hal0-lemonade")
 def cli() -> None:
@@ -62,13 +40,7 @@ def cli() -> None:
 
 
 @cli.command(epilog=INSTALL_EXAMPLES)
-@click.option(
-    "--root",
-    type=_ROOT,
-    default=Path("/"),
-    show_default=True,
-    help="Act on this directory as if it were /.",
-)
+@root_option()
 @click.option("--version", "version", metavar="VER", help="Lemonade release (default: pinned).")
 @click.option(
     "--artifact", metavar="URL|PATH", help="Archive to install: http(s)/file URL or path."
@@ -79,13 +51,12 @@ def cli() -> None:
     "--dry-run", "--dev", "dry_run", is_flag=True, help="Print the plan with diffs; change nothing."
 )
 @click.option("--no-start", is_flag=True, help="Install files only; do not enable or start.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option()
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.option(
     "--step-offset",
     type=click.IntRange(min=0),
     default=0,
-    hidden=False,
     help="Shift step numbers (when embedded in a larger installer).",
 )
 @click.option(
@@ -96,7 +67,7 @@ def cli() -> None:
 )
 def install(**opts: Any) -> int:
     """Install or converge Lemonade as the hal0-lemonade service."""
-    return _guard(opts["as_json"], opts["debug"], lambda: _install(**opts))
+    return guard(opts["as_json"], opts["debug"], lambda: _install(**opts))
 
 
 def _install(
@@ -155,14 +126,8 @@ def _install(
 
 
 @cli.command("status")
-@click.option(
-    "--root",
-    type=_ROOT,
-    default=Path("/"),
-    show_default=True,
-    help="Inspect this directory as if it were /.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@root_option("Inspect this directory as if it were /.")
+@json_option()
 def status_cmd(root: Path, as_json: bool) -> int:
     """Report what is installed; exit 0 only when every check holds."""
 
@@ -183,7 +148,7 @@ def status_cmd(root: Path, as_json: bool) -> int:
                 click.echo(f"{mark} {c.name:<8} {c.detail}")
         return EXIT_OK if ok else EXIT_FAIL
 
-    return _guard(as_json, False, body)
+    return guard(as_json, False, body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,3 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("aborted\n")
         return EXIT_FAIL
     return rv if isinstance(rv, int) else EXIT_OK
+
+
+# Further subcommands live in their own modules and register here, one line each.

@@ -91,7 +91,7 @@ def result_json(result: Result, steps: Sequence[Step] | None = None) -> dict[str
         "steps": [
             {"name": s.name, "status": s.status.value, "detail": s.detail} for s in result.steps
         ],
-        "error": _error_text(result.error),
+        "error": error_text(result.error),
     }
     if steps is not None:  # a dry run: say what each step would do
         doc["dry_run"] = True
@@ -100,7 +100,7 @@ def result_json(result: Result, steps: Sequence[Step] | None = None) -> dict[str
     return doc
 
 
-def _error_text(exc: Hal0Error | None) -> str | None:
+def error_text(exc: Hal0Error | None) -> str | None:
     if exc is None:
         return None
     text = f"[{exc.step}] {exc.message}" if exc.step else exc.message
