@@ -28,13 +28,14 @@ import pytest
 
 from tests.e2e.harness import (
     ARTIFACT_PORT,
+    CONTAINER_ENV,
     RELEASES,
     UNIT,
     VENV,
     WHEELS,
     Container,
     booted,
-    nspawn_run,
+    nspawn_command,
 )
 from tests.support.archives import Release, build_release
 
@@ -127,11 +128,13 @@ def serve_releases(container: Container) -> None:
     )
     container.wait_for(
         "the release server",
-        lambda: container.run(
-            ["curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{ARTIFACT_PORT}/"],
-            check=False,
-        ).returncode
-        == 0,
+        lambda: (
+            container.run(
+                ["curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{ARTIFACT_PORT}/"],
+                check=False,
+            ).returncode
+            == 0
+        ),
         timeout=15,
     )
 
@@ -151,6 +154,28 @@ def _build_rootfs() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+def _start(argv: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ if argv[0] == sys.executable else CONTAINER_ENV,
+    )
+
+
+def _finish(process: subprocess.Popen[str], what: str) -> None:
+    try:
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        pytest.fail(f"{what} failed ({process.returncode}):\n{output}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
     if sys.platform != "linux":
@@ -159,19 +184,18 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
         unavailable("booting systemd with systemd-nspawn needs root")
     if shutil.which("systemd-nspawn") is None and shutil.which("apt-get") is None:
         unavailable("systemd-nspawn is missing and apt-get cannot install systemd-container")
-    timings = TIMINGS
+    started = time.monotonic()
     workdir = tmp_path_factory.mktemp("e2e")
-    wheels = workdir / "wheels"
-    t0 = time.monotonic()
-    # pip (~6 s) runs while the root is prepared.
-    pip = subprocess.Popen(
-        [sys.executable, "-m", "pip", "wheel", "-q", str(PROJECT_DIR), "-w", str(wheels)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    wheels, venv = workdir / "wheels", workdir / "venv"
+    venv.mkdir()
+    # The slow parts overlap: pip builds the wheels on the host (~5 s) while the root is
+    # prepared and the container's python3 creates the venv (ensurepip, ~5 s).
+    running: list[subprocess.Popen[str]] = []
     try:
+        pip = _start(
+            [sys.executable, "-m", "pip", "wheel", "-q", str(PROJECT_DIR), "-w", str(wheels)]
+        )
+        running.append(pip)
         releases_dir = workdir / "releases"
         releases = Releases(
             directory=releases_dir,
@@ -180,38 +204,33 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
             broken=build_release(releases_dir / "broken", BASE_VERSION, fail_at_start=True),
         )
         rootfs = _build_rootfs()
-        timings["rootfs"] = time.monotonic() - t0
+        TIMINGS["rootfs"] = time.monotonic() - started
         if shutil.which("systemd-nspawn") is None:
             unavailable("systemd-nspawn is still missing after scripts/e2e-rootfs.sh")
-        pip_out, _ = pip.communicate(timeout=600)
-    finally:
-        if pip.poll() is None:
-            pip.kill()
-            pip.wait()
-    if pip.returncode != 0:
-        pytest.fail(f"pip wheel {PROJECT_DIR} failed:\n{pip_out}", pytrace=False)
-    timings["rootfs+wheels"] = time.monotonic() - t0
-
-    venv = workdir / "venv"
-    venv.mkdir()
-    result = nspawn_run(
-        rootfs,
-        [
-            "sh",
-            "-c",
-            f"python3 -m venv {VENV} && "
-            f"{VENV}/bin/pip install -q --no-index --find-links {WHEELS} hal0-lemonade",
-        ],
-        binds=[(venv, VENV)],
-        binds_ro=[(wheels, WHEELS)],
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"installing the wheels into {VENV} inside the root failed "
-            f"({result.returncode}):\n{result.stdout}\n{result.stderr}",
-            pytrace=False,
+        make_venv = _start(
+            nspawn_command(rootfs, ["python3", "-m", "venv", VENV], binds=[(venv, VENV)])
         )
-    timings["venv"] = time.monotonic() - t0 - timings["rootfs+wheels"]
+        running.append(make_venv)
+        _finish(pip, f"pip wheel {PROJECT_DIR}")
+        _finish(make_venv, f"python3 -m venv {VENV} inside the root")
+        install = [f"{VENV}/bin/pip", "install", "-q", "--no-index", "--find-links", WHEELS]
+        _finish(
+            _start(
+                nspawn_command(
+                    rootfs,
+                    [*install, "hal0-lemonade"],
+                    binds=[(venv, VENV)],
+                    binds_ro=[(wheels, WHEELS)],
+                )
+            ),
+            f"pip install hal0-lemonade into {VENV} inside the root",
+        )
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    TIMINGS["prepare"] = time.monotonic() - started
     return E2E(rootfs, wheels, venv, releases, workdir)
 
 

@@ -171,9 +171,10 @@ class Container:
         try:
             data = json.loads(result.stdout)
         except ValueError as exc:
-            raise AssertionError(f"stdout is not exactly one JSON object: {exc}; {context}")
-        if not isinstance(data, dict):
-            raise AssertionError(f"stdout JSON is not an object; {context}")
+            raise AssertionError(
+                f"stdout is not exactly one JSON object: {exc}; {context}"
+            ) from exc
+        assert isinstance(data, dict), f"stdout JSON is not an object; {context}"
         return data
 
     # --- systemd and the daemon -----------------------------------------------------------
@@ -402,16 +403,39 @@ def _find_leader(process: subprocess.Popen[bytes], console_log: Path) -> int:
     raise HarnessError(f"no systemd under systemd-nspawn after 20s\n{_tail(console_log)}")
 
 
-def nspawn_run(
+@contextlib.contextmanager
+def writable_overlay(rootfs: Path, workdir: Path) -> Iterator[Path]:
+    """A persistent writable view of ``rootfs`` (overlayfs; the root itself never changes).
+
+    Boots of it keep their changes, like a ``cp -a`` copy, but it costs no copy: used for
+    the reboot scenario, where two boots must share one disk.
+    """
+    base = workdir / f"overlay-{next(_names)}"
+    upper, work, merged = base / "upper", base / "work", base / "merged"
+    for directory in (upper, work, merged):
+        directory.mkdir(parents=True)
+    options = f"lowerdir={rootfs},upperdir={upper},workdir={work}"
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(merged)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    try:
+        yield merged
+    finally:
+        if subprocess.run(["umount", str(merged)], check=False, timeout=30).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(merged)], check=False, timeout=30)
+
+
+def nspawn_command(
     rootfs: Path,
     command: Sequence[str],
     *,
     binds: Sequence[tuple[Path, str]] = (),
     binds_ro: Sequence[tuple[Path, str]] = (),
     timeout: int = 300,
-) -> subprocess.CompletedProcess[str]:
-    """Run one command in a throwaway (volatile, offline) container: no boot, no systemd."""
-    argv = [
+) -> list[str]:
+    """argv that runs one command in a throwaway (volatile, offline) container: no boot."""
+    return [
         "timeout",
         "--kill-after=10",
         str(timeout),
@@ -429,7 +453,3 @@ def nspawn_run(
         "--",
         *command,
     ]
-    return subprocess.run(
-        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=CONTAINER_ENV,
-        check=False,
-    )  # fmt: skip

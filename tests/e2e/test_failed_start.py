@@ -1,0 +1,59 @@
+"""A fresh booted host: dry-run first (nothing may change), then a release that cannot start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import E2E
+from tests.e2e.expect import assert_marker, assert_result_shape, steps_by_status
+from tests.e2e.harness import CONFIG, LIVE, UNIT, UNIT_FILE, Container, diff_snapshots
+
+pytestmark = pytest.mark.e2e
+
+# Everything an install could touch on a fresh host, account files included.
+WATCHED = ("/etc", "/opt", "/var/lib/hal0", "/usr/local", "/run/systemd/system")
+EXCLUDE = ("/opt/hal0-venv",)
+JOURNAL_HINT = f"journalctl -u {UNIT}"
+
+
+@pytest.fixture(scope="module")
+def fresh(e2e: E2E) -> Iterator[Container]:
+    with e2e.boot() as booted:
+        yield booted
+
+
+def test_dry_run_on_a_fresh_host_changes_nothing(fresh: Container, e2e: E2E) -> None:
+    before = fresh.snapshot(*WATCHED, exclude=EXCLUDE)
+    result = fresh.install(*e2e.releases.args(e2e.releases.base), "--dry-run")
+    after = fresh.snapshot(*WATCHED, exclude=EXCLUDE)
+    assert_result_shape(result)
+    assert result["ok"] is True, result
+    assert diff_snapshots(before, after) == []
+    assert fresh.run(["id", "hal0"], check=False).returncode != 0, "dry-run created hal0"
+    assert fresh.show("LoadState") == "not-found"
+    assert fresh.run(["ss", "-H", "-ltn", "sport", "= :13305"]).stdout.strip() == ""
+
+
+def test_release_whose_daemon_cannot_start(fresh: Container, e2e: E2E) -> None:
+    broken = e2e.releases.broken
+    result = fresh.install(*e2e.releases.args(broken), expect_rc=1)
+    assert_result_shape(result)
+    assert result["ok"] is False
+    assert result["error"], result
+    failed = steps_by_status(result).get("failed", [])
+    assert len(failed) == 1, result
+    step = next(s for s in result["steps"] if s["status"] == "failed")
+    assert any(word in step["name"].lower() for word in ("service", "start")), step
+    assert fresh.last is not None
+    assert JOURNAL_HINT in fresh.last.stdout + fresh.last.stderr, fresh.last
+
+    # Everything before the start stays in place for the operator to inspect and retry.
+    assert_marker(fresh, broken)
+    for path in (f"{LIVE}/lemond", f"{LIVE}/resources/defaults.json", UNIT_FILE, CONFIG):
+        assert fresh.exists(path), path
+    assert fresh.run(["id", "-u", "hal0"], check=False).returncode == 0
+    assert fresh.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "enabled"
+    # The hint leads somewhere: the journal holds the daemon's own reason.
+    assert "FAIL_AT_START" in fresh.journal()
