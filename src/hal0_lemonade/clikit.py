@@ -14,7 +14,7 @@ from hal0_lemonade import report
 from hal0_lemonade.errors import Hal0Error
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
+ROOT = click.Path(exists=True, file_okay=False, resolve_path=True, path_type=Path)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
