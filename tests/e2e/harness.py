@@ -177,6 +177,17 @@ class Container:
         assert isinstance(data, dict), f"stdout JSON is not an object; {context}"
         return data
 
+    def status(self, *, expect_rc: int) -> dict[str, Any]:
+        """``hal0-lemonade status --json``: assert the exit code, return the JSON."""
+        result = self.cli("status", "--json", timeout=60)
+        assert result.returncode == expect_rc, (
+            f"status exited {result.returncode}, expected {expect_rc}\n"
+            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+        data = json.loads(result.stdout)
+        assert isinstance(data, dict), result.stdout
+        return data
+
     # --- systemd and the daemon -----------------------------------------------------------
 
     def show(self, prop: str, unit: str = UNIT) -> str:

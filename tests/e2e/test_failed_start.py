@@ -55,5 +55,6 @@ def test_release_whose_daemon_cannot_start(fresh: Container, e2e: E2E) -> None:
         assert fresh.exists(path), path
     assert fresh.run(["id", "-u", "hal0"], check=False).returncode == 0
     assert fresh.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "enabled"
+    assert fresh.status(expect_rc=1)["ok"] is False
     # The hint leads somewhere: the journal holds the daemon's own reason.
     assert "FAIL_AT_START" in fresh.journal()

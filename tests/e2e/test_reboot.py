@@ -37,5 +37,6 @@ def test_enabled_service_comes_back_after_reboot(e2e: E2E, writable_root: Path) 
         assert health["pid"] == second.main_pid()
         assert health["uid"] == int(second.out(["id", "-u", "hal0"]))
         assert_marker(second, e2e.releases.base)
+        assert second.status(expect_rc=0)["ok"] is True
         drains = second.read(SHUTDOWN_LOG).splitlines()
         assert len(drains) == 1, f"the first boot's poweroff drained {drains} (pid {first_pid})"

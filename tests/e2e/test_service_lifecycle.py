@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, MEASURED
 from tests.e2e.expect import (
     assert_marker,
     assert_result_shape,
@@ -100,6 +100,11 @@ def test_fresh_install(container: Container, e2e: E2E) -> None:
     assert health["uid"] == hal0_uid
     assert health["llamacpp_args"] == llamacpp_args(container)
 
+    # `status` agrees: under a booted systemd every check applies, and every one holds.
+    report = container.status(expect_rc=0)
+    assert report["ok"] is True, report
+    assert [c for c in report["checks"] if c["ok"] is not True] == [], report
+
     # Loopback only: the daemon on 127.0.0.1:13305, and no listener anywhere else.
     listeners = container.out(["ss", "-H", "-ltunp"]).splitlines()
     daemon = [line for line in listeners if f"pid={pid}," in line]
@@ -118,6 +123,18 @@ def test_service_hardening_properties(container: Container) -> None:
     assert container.show("NoNewPrivileges") == "yes"
     assert container.show("User") == "hal0"
     assert container.show("Restart") == "on-failure"
+
+
+def test_unit_exposure_score(container: Container) -> None:
+    """systemd's own rating of the running unit's sandbox: at most 3.5 (issue 3)."""
+    require_active(container)
+    result = container.run(["systemd-analyze", "security", "--no-pager", f"{UNIT}.service"])
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", result.stdout)
+    assert match is not None, result.stdout[-2000:]
+    MEASURED["systemd-analyze security (booted)"] = f"{match.group(1)} {match.group(2)}"
+    assert float(match.group(1)) <= 3.5, result.stdout
+    # The same bound through systemd's own threshold (0-100 scale).
+    container.run(["systemd-analyze", "security", "--threshold=35", f"{UNIT}.service"])
 
 
 # Paths the daemon must not be able to write from inside its sandbox, even where Unix
@@ -254,3 +271,6 @@ def test_stop_drains_and_is_not_a_failure(container: Container) -> None:
     assert container.show("ActiveState") == "inactive"
     assert container.show("Result") == "success"
     assert container.systemctl("is-failed", UNIT, check=False).stdout.strip() != "failed"
+    report = container.status(expect_rc=1)
+    active = next(c for c in report["checks"] if c["name"] == "active")
+    assert active["ok"] is False, report
