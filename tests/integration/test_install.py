@@ -290,3 +290,13 @@ def test_placeholder_pin_is_refused_unless_waived(
     assert waived.code == 0, waived.err
     assert "WITHOUT verifying" in waived.err
     assert "verified=no" in (root / "opt/lemonade/.installed-version").read_text()
+
+
+def test_relative_root_is_resolved(
+    cli: CLI, root: Path, served: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(root.parent)
+    s = served()
+    run = cli(*install_args(Path(root.name), s))
+    assert run.code == 0, run.err
+    assert "hal0" in _passwd(root)
