@@ -5,10 +5,16 @@ The archive is read once, as it arrives.  Every member passes the checks of the 
 predates ``tarfile.data_filter`` -- plus release-specific ones: one top-level directory
 (stripped), no setuid/setgid bits, no device or fifo members, no duplicate or case-colliding
 names, links that stay in the tree, bounded size and entry count, required members present.
+The gzip layer is ours too (``gzip.GzipFile``, read to its end), so a bad CRC, a truncated
+stream or trailing garbage is refused even where no digest was pinned.
+
+The bomb caps come from :meth:`Limits.from_env` -- the one place that reads
+``HAL0_LEMONADE_MAX_UNPACKED_BYTES`` and ``HAL0_LEMONADE_MAX_ENTRIES``.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import posixpath
@@ -18,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from hal0_lemonade.errors import ArchiveError
+from hal0_lemonade import failpoints
+from hal0_lemonade.errors import ArchiveError, UsageError
 
 REQUIRED_FILES = (
     "lemond",
@@ -30,7 +37,15 @@ REQUIRED_FILES = (
 )
 # Upstream's release smoke test rejects archives carrying the desktop/tray pieces.
 FORBIDDEN_PREFIXES = ("lemonade-server", "lemonade-app", "lemonade-tray", "LemonadeServer")
+FORBIDDEN_DIRS = ("resources/web-app",)
 _READ = 1 << 20
+MAX_BYTES_ENV = "HAL0_LEMONADE_MAX_UNPACKED_BYTES"
+MAX_ENTRIES_ENV = "HAL0_LEMONADE_MAX_ENTRIES"
+_SPECIAL = {
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+    tarfile.FIFOTYPE: "fifo",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,23 @@ class Limits:
     # Lemonade 10.6 unpacks to ~200 MB in ~300 entries; these leave an order of magnitude.
     max_total_bytes: int = 4 << 30
     max_entries: int = 20_000
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        """The defaults, or the caps set by the two environment variables (tests, odd hosts)."""
+        return cls(
+            max_total_bytes=_env_int(MAX_BYTES_ENV, cls.max_total_bytes),
+            max_entries=_env_int(MAX_ENTRIES_ENV, cls.max_entries),
+        )
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{name}={raw!r} is not a positive whole number")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -110,7 +142,7 @@ class _Extractor:
         elif m.islnk():
             self._hardlink(m, rest)
         else:
-            raise _refuse(m.name, "device, fifo or other special file")
+            raise _refuse(m.name, f"{_SPECIAL.get(m.type, 'special file')} member")
 
     def _check_common(self, m: tarfile.TarInfo, rest: str) -> None:
         if rest in self._seen:
@@ -118,12 +150,15 @@ class _Extractor:
         folded = rest.casefold()
         if folded in self._folded and self._folded[folded] != rest:
             raise _refuse(m.name, f"name collides with {self._folded[folded]!r} ignoring case")
-        if m.mode & 0o7000:
-            raise _refuse(m.name, "setuid, setgid or sticky bit")
+        for bit, what in ((0o4000, "setuid"), (0o2000, "setgid"), (0o1000, "sticky")):
+            if m.mode & bit:
+                raise _refuse(m.name, f"{what} bit set (mode {m.mode:o})")
         if m.issparse():
             raise _refuse(m.name, "sparse file")
         if rest.split("/", 1)[0].startswith(FORBIDDEN_PREFIXES):
             raise _refuse(m.name, "desktop/tray component, not the embeddable server")
+        if any(rest == d or rest.startswith(d + "/") for d in FORBIDDEN_DIRS):
+            raise _refuse(m.name, "the desktop web app, not part of the embeddable server")
         parent = posixpath.dirname(rest)
         while parent:
             if parent in self.out.links:
@@ -189,8 +224,13 @@ class _Extractor:
         self.out.links[rest] = target
 
     def _hardlink(self, m: tarfile.TarInfo, rest: str) -> None:
-        top, target = _split(m.linkname)
-        if top != self.out.top or target not in self.out.files:
+        try:
+            top, target = _split(m.linkname)
+        except ArchiveError:
+            raise _refuse(m.name, f"hard link leaves the release tree ({m.linkname!r})") from None
+        if top != self.out.top:
+            raise _refuse(m.name, f"hard link leaves the release tree ({m.linkname!r})")
+        if target not in self.out.files:
             raise _refuse(m.name, f"hard link to {m.linkname!r}, not a file earlier in the tree")
         parent = posixpath.dirname(rest)
         if parent:
@@ -199,6 +239,10 @@ class _Extractor:
         self.out.files[rest] = self.out.files[target]
 
     def finish(self) -> Extracted:
+        if not self.out.entries:
+            raise ArchiveError(
+                "the archive holds no files", hint="download it again; nothing was installed"
+            )
         for required in REQUIRED_FILES:
             if required not in self.out.files:
                 what = "a symlink" if required in self.out.links else "missing"
@@ -216,16 +260,31 @@ class _Extractor:
 
 def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extracted:
     """Extract ``stream`` (a .tar.gz) into the empty directory ``dest``."""
-    extractor = _Extractor(dest, limits or Limits())
+    extractor = _Extractor(dest, limits or Limits.from_env())
     try:
-        with tarfile.open(fileobj=stream, mode="r|gz", bufsize=_READ) as tar:
-            for member in tar:
-                extractor.member(tar, member)
+        with gzip.GzipFile(fileobj=stream, mode="rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|", bufsize=_READ) as tar:
+                for member in tar:
+                    failpoints.hit("extract.member")
+                    extractor.member(tar, member)
+            # Read the gzip stream to its end: that is where its CRC and length are checked,
+            # and where bytes appended after it show up.
+            while gz.read(_READ):
+                pass
     except ArchiveError:
         raise
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise ArchiveError(
-            f"the archive is truncated or corrupt: {exc}",
-            hint="download it again; nothing was installed",
-        ) from exc
+    except gzip.BadGzipFile as exc:
+        raise _corrupt(f"not a gzip-compressed archive or corrupt gzip data ({exc})") from exc
+    except EOFError as exc:
+        raise _corrupt(f"the archive is truncated ({exc})") from exc
+    except zlib.error as exc:
+        raise _corrupt(f"corrupt compressed data ({exc})") from exc
+    except tarfile.TarError as exc:
+        if str(exc) == "empty file":
+            raise _corrupt("the archive is empty (no tar data inside the gzip stream)") from exc
+        raise _corrupt(f"not a tar archive inside the gzip stream ({exc})") from exc
     return extractor.finish()
+
+
+def _corrupt(message: str) -> ArchiveError:
+    return ArchiveError(message, hint="download it again; nothing was installed")

@@ -6,16 +6,18 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from hal0_lemonade import fetch, plan
-from hal0_lemonade.errors import LockError
+from hal0_lemonade import failpoints, fetch, plan
+from hal0_lemonade.errors import LockError, UsageError
 from hal0_lemonade.layout import Layout
+from hal0_lemonade.oserrors import explain
 from hal0_lemonade.resources import account, daemon_config, release, service, unit
 from hal0_lemonade.runner import CommandRunner
 from hal0_lemonade.settings import Settings
 
 LOCK_WAIT_S = 60.0
+LOCK_WAIT_ENV = "HAL0_LEMONADE_LOCK_WAIT"
 
 
 def pin_step(settings: Settings) -> plan.Step:
@@ -38,9 +40,10 @@ def build_steps(
 ) -> list[plan.Step]:
     layout = settings.layout
     installer = release.Installer(layout, http_timeout=http_timeout, progress=progress)
+    was = release.probe(layout)
     steps = [
         pin_step(settings),
-        release.plan(layout, settings.pin, release.probe(layout), installer),
+        release.plan(layout, settings.pin, was, installer),
         account.plan(layout, account.probe(layout), runner),
         daemon_config.plan(
             layout,
@@ -57,6 +60,7 @@ def build_steps(
         ),
     ]
     restart = any(s.changes for s in steps[1:])
+    upgrade = steps[1].changes and was.target is not None and was.version != settings.pin.version
     steps.append(
         service.plan(
             layout,
@@ -68,17 +72,73 @@ def build_steps(
             restart=restart,
             start_timeout=settings.start_timeout,
             health_timeout=settings.health_timeout,
+            # After a version change, an unhealthy service goes back to the release before.
+            roll_back=(lambda: release.roll_back(layout)) if upgrade else None,
         )
     )
+    for step in steps:
+        _instrument(step)
     return steps
 
 
-@contextlib.contextmanager
-def install_lock(layout: Layout, wait: float = LOCK_WAIT_S) -> Iterator[None]:
-    """One install at a time per root: a second waits ``wait`` seconds, then refuses."""
+def _instrument(step: plan.Step) -> None:
+    """Kill points at the step's boundaries and between its actions (see failpoints)."""
+    slug = step.name.lower().replace(" ", "-")
+    if not step.actions and step.verify is None:
+        return
+    for index, action in enumerate(step.actions):
+        inner = action.run
+
+        def run(inner: Callable[[], str | None] = inner, index: int = index) -> str | None:
+            failpoints.hit(f"step.{slug}.begin" if index == 0 else f"step.{slug}.action")
+            return inner()
+
+        action.run = run
+    verify = step.verify
+
+    def verify_last() -> str:
+        if not step.actions:
+            failpoints.hit(f"step.{slug}.begin")
+        detail = verify() if verify is not None else ""
+        failpoints.hit(f"step.{slug}.end")
+        return detail
+
+    step.verify = verify_last
+
+
+def lock_wait() -> float:
+    """Seconds a second install waits for the lock: ``HAL0_LEMONADE_LOCK_WAIT`` or 60."""
+    raw = os.environ.get(LOCK_WAIT_ENV, "").strip()
+    if not raw:
+        return LOCK_WAIT_S
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        raise UsageError(f"{LOCK_WAIT_ENV}={raw!r} is not a number of seconds")
+    return wait
+
+
+def _open_lock(layout: Layout) -> int:
     path = layout.lock.real
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        # A read-only target: flock works on a read-only descriptor of an existing file, and
+        # the steps then fail with a clear error at their first write.
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            raise explain(exc, step="Install lock") from exc
+
+
+@contextlib.contextmanager
+def install_lock(layout: Layout, wait: float | None = None) -> Iterator[None]:
+    """One install at a time per root: a second waits ``wait`` seconds, then refuses."""
+    wait = lock_wait() if wait is None else wait
+    fd = _open_lock(layout)
     try:
         deadline = time.monotonic() + wait
         while True:

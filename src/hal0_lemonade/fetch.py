@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
+from hal0_lemonade import failpoints
 from hal0_lemonade.errors import FetchError, IntegrityError
 
 if TYPE_CHECKING:
@@ -103,11 +104,13 @@ class HttpBody:
             trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY
             headers={"User-Agent": "hal0-lemonade", "Accept-Encoding": "identity"},
         )
+        self._timeout = timeout
         self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] = iter(())
         self._buffer = b""
         self._skip = 0
-        self.restarted = False  # True when the server ignored a resume and sent from byte 0
+        self._delivered = 0  # bytes handed to the reader by this object
+        self.restarted = False  # True when a kept prefix was dropped: the body starts at 0
         self._connect()
 
     # -- connection handling -------------------------------------------------------------
@@ -138,6 +141,16 @@ class HttpBody:
                 last = f"HTTP {resp.status_code}"
                 resp.close()
                 continue
+            if resp.status_code == 416 and self.offset and not self._delivered:
+                # The kept prefix is no prefix of what the server has now: either it is the
+                # whole file already (a run killed before it could rename it), or stale.
+                resp.close()
+                if _content_range_total(resp.headers.get("Content-Range", "")) == self.offset:
+                    self.total = self.offset
+                    self._chunks = iter(())
+                    return
+                self._start_over()
+                continue
             if resp.status_code not in (200, 206):
                 resp.close()
                 raise FetchError(
@@ -159,12 +172,16 @@ class HttpBody:
                 resp.close()
                 raise FetchError(f"bad Content-Range from {self.url}")
             self._skip = self.offset - start
+        elif self.offset and not self._delivered:
+            # A prefix kept from an earlier run, but the server sends the whole body (it
+            # ignores Range, or If-Range says the file changed): start over from byte 0, and
+            # the caller drops its prefix (``restarted``).
+            self._start_over()
+            self._skip = 0
         else:
-            # The server ignored the Range (or If-Range said the file changed): it sends the
-            # whole body again.  Bytes already consumed are skipped; the final digest check
-            # catches a file that changed under us.
+            # Mid-transfer, the server ignored the Range: skip what was already delivered;
+            # the final digest check catches a file that changed under us.
             self._skip = self.offset
-            self.restarted = self.offset > 0
         length = resp.headers.get("Content-Length")
         if length is not None and length.isdigit() and self.total is None:
             self.total = int(length) + (self.offset - self._skip)
@@ -176,6 +193,12 @@ class HttpBody:
                 self.validator = resp.headers.get("Last-Modified")
         self._resp = resp
         self._chunks = resp.iter_raw(CHUNK)
+
+    def _start_over(self) -> None:
+        self.offset = 0
+        self.validator = None
+        self.total = None
+        self.restarted = True
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, size: int) -> bytes:
@@ -190,19 +213,31 @@ class HttpBody:
             self._buffer = chunk
         out, self._buffer = self._buffer[:size], self._buffer[size:]
         self.offset += len(out)
+        self._delivered += len(out)
         return out
 
     def _next_chunk(self) -> bytes | None:
         httpx = self._httpx
+        last = ""
         for _ in range(self._attempts):
             try:
-                return next(self._chunks)
+                chunk = next(self._chunks)
             except StopIteration:
                 return None
-            except httpx.TransportError:
-                self._close_response()
-                self._connect()  # resumes at self.offset (+ buffered skip)
-        raise FetchError(f"download of {self.url} kept failing mid-transfer")
+            except httpx.TimeoutException:
+                last = f"no data for {self._timeout:g} s (stalled)"
+            except httpx.TransportError as exc:
+                last = _describe(exc)
+            else:
+                failpoints.hit("download.chunk")
+                return chunk
+            self._close_response()
+            self._connect()  # resumes at self.offset (+ buffered skip)
+        raise FetchError(
+            f"download of {self.url} kept failing mid-transfer at byte {self.offset}: {last}",
+            hint="check the network or the mirror; a re-run resumes the partial download "
+            "(HAL0_LEMONADE_HTTP_TIMEOUT sets the read timeout in seconds)",
+        )
 
     def _close_response(self) -> None:
         if self._resp is not None:
@@ -219,6 +254,12 @@ def _describe(exc: Exception) -> str:
     name = type(exc).__name__
     text = str(exc).strip()
     return f"{name}: {text}" if text else name
+
+
+def _content_range_total(value: str) -> int | None:
+    # "bytes */200" (416) or "bytes 0-99/200"
+    total = value.rpartition("/")[2]
+    return int(total) if total.isdigit() else None
 
 
 def _content_range_start(value: str) -> int | None:

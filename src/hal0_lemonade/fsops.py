@@ -15,6 +15,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from hal0_lemonade import failpoints
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -32,25 +34,50 @@ def temp_sibling(path: Path, tag: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
 
 
+def clean_temp_siblings(path: Path, tag: str = "tmp") -> None:
+    """Remove what a killed run left of :func:`temp_sibling` names for ``path``.
+
+    Only our own ``.<name>.<tag>-<hex>`` names: lemond's ``config.json.tmp`` is its own.
+    Callers hold the install lock, so no live writer owns these.
+    """
+    prefix = f".{path.name}.{tag}-"
+    try:
+        entries = list(path.parent.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        rest = entry.name.removeprefix(prefix)
+        if rest != entry.name and len(rest) == 8 and all(c in "0123456789abcdef" for c in rest):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
 def atomic_write(
     path: Path, data: bytes, *, mode: int = 0o644, uid: int = -1, gid: int = -1
 ) -> None:
     """temp file in the same dir -> write -> fsync -> chmod/chown -> rename -> fsync dir."""
+    clean_temp_siblings(path)
     tmp = temp_sibling(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            half = len(data) // 2
+            out.write(data[:half])
+            out.flush()
+            failpoints.hit(f"write.{path.name}.partial")  # a half-written temp file
+            out.write(data[half:])
             out.flush()
             os.fchmod(out.fileno(), mode)
             if uid != -1 or gid != -1:
                 os.fchown(out.fileno(), uid, gid)
             os.fsync(out.fileno())
+        failpoints.hit(f"write.{path.name}.synced")
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    failpoints.hit(f"write.{path.name}.renamed")
     fsync_dir(path.parent)
 
 
@@ -94,8 +121,10 @@ def point_symlink(link: Path, target: str) -> Path | None:
     Returns the path a displaced real directory was moved to (a seed-era /opt/lemonade that
     was a plain directory), so the caller can keep it as the previous release.
     """
+    clean_temp_siblings(link, "link")
     tmp = temp_sibling(link, "link")
     tmp.symlink_to(target)
+    failpoints.hit(f"symlink.{link.name}.staged")
     try:
         if link.is_dir() and not link.is_symlink():
             # rename(2) cannot replace a directory with a symlink; swap them atomically

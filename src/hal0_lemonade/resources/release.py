@@ -7,6 +7,7 @@ back are each one atomic rename of a symlink, and the live path is never a half-
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from hal0_lemonade import archive, fetch, fsops
-from hal0_lemonade.errors import ArchiveError, IntegrityError
+from hal0_lemonade import archive, failpoints, fetch, fsops
+from hal0_lemonade.errors import ArchiveError, Hal0Error, IntegrityError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.releases import Pin
@@ -109,13 +110,27 @@ def plan(layout: Layout, pin: Pin, state: ReleaseState, installer: Installer) ->
     )
     if is_current(state, pin):
         step.ok_detail = f"{pin.version} already installed at {layout.live}"
+        litter = installer.leftovers()
+        if litter:
+            # What an interrupted run left behind; an uninterrupted one would have pruned it.
+            def tidy() -> str:
+                installer.prune()
+                return f"{pin.version} already installed; removed {len(litter)} leftover(s)"
+
+            step.actions.append(
+                Action(f"remove leftovers of an interrupted run: {', '.join(litter)}", tidy)
+            )
         return step
     was = state.version or "nothing"
     why = state.problem if state.version == pin.version and state.problem else f"was {was}"
-    source = "cached download" if installer.cache_hit(pin) else pin.artifact
+    if installer.reusable(pin) is not None:
+        how = f"switch to the complete release kept at {layout.releases}/{pin.release_id}"
+    else:
+        source = "cached download" if installer.cache_hit(pin) else pin.artifact
+        how = f"fetch {source}, verify SHA-256"
     step.actions.append(
         Action(
-            f"fetch {source}, verify SHA-256, install {pin.version} at {layout.live} ({why})",
+            f"{how}, install {pin.version} at {layout.live} ({why})",
             lambda: installer.install(pin),
             diff=f"-version {was}\n+version {pin.version}\n",
         )
@@ -147,27 +162,66 @@ class Installer:
         return pin.verified and fetch.is_remote(pin.artifact) and self._cache_file(pin).is_file()
 
     # -- install ---------------------------------------------------------------------------
+    def reusable(self, pin: Pin) -> Path | None:
+        """A complete, verified tree of ``pin`` already on disk but not live.
+
+        That is the previous release after a rollback, or a release a killed run had fully
+        staged but not yet switched to: going live with it needs no download at all.
+        """
+        tree = self.layout.releases.real / pin.release_id
+        live = self.layout.live.real
+        if not tree.is_dir() or tree.is_symlink():
+            return None
+        if live.is_symlink() and live.readlink().name == tree.name:
+            return None
+        version, fields = _marker_of(tree)
+        verified = fields.get("verified", "").startswith("yes")
+        if (version, fields.get("sha256"), verified) != (pin.version, pin.sha256, pin.verified):
+            return None
+        return tree if not _intact(tree) else None
+
     def install(self, pin: Pin) -> str:
         releases = self.layout.releases.real
         releases.mkdir(mode=0o755, parents=True, exist_ok=True)
         self._clean_staging()
+        kept = self.reusable(pin)
+        if kept is not None:
+            self._go_live(kept.name)
+            self.prune()
+            return f"installed {pin.version} (the complete release kept in {kept.parent.name})"
         staging = releases / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
         staging.mkdir(mode=0o755)
         try:
             extracted, how = self._fetch_into(pin, staging)
             self._write_records(staging, pin, extracted)
             fsops.syncfs(staging)
-            final = releases / pin.release_id
-            if final.exists():
-                final = releases / f"{pin.release_id}.{secrets.token_hex(3)}"
+            failpoints.hit("release.staged")
+            final = self._final_name(pin)
             staging.rename(final)
             fsops.fsync_dir(releases)
         except BaseException:
             fsops.remove_tree(staging)
             raise
+        failpoints.hit("release.renamed")
         self._go_live(final.name)
+        failpoints.hit("release.live")
         self.prune()
         return f"installed {pin.version} ({how}, {extracted.total_bytes // 1_000_000} MB)"
+
+    def _final_name(self, pin: Pin) -> Path:
+        releases = self.layout.releases.real
+        final = releases / pin.release_id
+        if not final.exists() and not final.is_symlink():
+            return final
+        referenced = {
+            link.readlink().name
+            for link in (self.layout.live.real, self.layout.previous.real)
+            if link.is_symlink()
+        }
+        if final.name not in referenced:
+            fsops.remove_tree(final)  # an incomplete or unverifiable tree nothing points at
+            return final
+        return releases / f"{pin.release_id}.{secrets.token_hex(3)}"
 
     def _fetch_into(self, pin: Pin, staging: Path) -> tuple[archive.Extracted, str]:
         if self.cache_hit(pin):
@@ -215,6 +269,12 @@ class Installer:
             except (IntegrityError, ArchiveError):
                 part.unlink(missing_ok=True)  # bad bytes must not seed a later resume
                 meta.unlink(missing_ok=True)
+                raise
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    # On a full disk a kept partial download only holds the space hostage.
+                    part.unlink(missing_ok=True)
+                    meta.unlink(missing_ok=True)
                 raise
             finally:
                 if prefix is not None:
@@ -295,9 +355,11 @@ class Installer:
             if entry.name.startswith(STAGING_PREFIX):
                 fsops.remove_tree(entry)
 
-    def prune(self) -> None:
-        """Keep the live and the previous release (and their cached archives) only."""
+    def _unneeded(self) -> list[Path]:
+        """Release trees, staging dirs and cached downloads neither live nor previous needs."""
         releases = self.layout.releases.real
+        if not releases.is_dir():
+            return []
         keep = {"previous"}
         shas: set[str] = set()
         for link in (self.layout.live.real, self.layout.previous.real):
@@ -307,14 +369,28 @@ class Installer:
                 version, fields = _marker_of(releases / target)
                 if version and "sha256" in fields:
                     shas.add(fields["sha256"])
-        for entry in releases.iterdir():
-            if entry.name not in keep and not entry.name.startswith(STAGING_PREFIX):
-                fsops.remove_tree(entry)
+        found = [entry for entry in releases.iterdir() if entry.name not in keep]
         cache = self.layout.download_cache.real
         if cache.is_dir():
-            for entry in cache.glob("*.tar.gz"):
-                if entry.name.removesuffix(".tar.gz") not in shas:
-                    entry.unlink(missing_ok=True)
+            for entry in cache.iterdir():
+                sha = entry.name.split(".", 1)[0]
+                if entry.name.endswith(".tar.gz") and sha not in shas:
+                    found.append(entry)
+                elif ".tar.gz.part" in entry.name and sha in shas:
+                    found.append(entry)  # a partial download of a release already on disk
+        return sorted(found)
+
+    def leftovers(self) -> list[str]:
+        return [
+            str(self.layout.at("/" + str(p.relative_to(self.layout.root))))
+            for p in self._unneeded()
+        ]
+
+    def prune(self) -> None:
+        """Keep the live and the previous release (and their cached archives) only."""
+        for entry in self._unneeded():
+            fsops.remove_tree(entry)
+        failpoints.hit("release.pruned")
 
 
 def _marker_of(tree: Path) -> tuple[str | None, dict[str, str]]:
@@ -322,3 +398,54 @@ def _marker_of(tree: Path) -> tuple[str | None, dict[str, str]]:
         return parse_marker((tree / MARKER).read_text())
     except OSError:
         return None, {}
+
+
+# -- rollback --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RollbackPlan:
+    current: str  # release dir names
+    previous: str
+    current_version: str
+    previous_version: str
+
+
+def rollback_plan(layout: Layout) -> RollbackPlan:
+    """What ``roll_back`` would swap; refuses when there is nothing sound to go back to."""
+    live, prev = layout.live.real, layout.previous.real
+    hint = "install the release you want instead: hal0-lemonade install --version VER"
+    if not live.is_symlink():
+        raise Hal0Error(
+            f"nothing to roll back: {layout.live} is not an installed release", hint=hint
+        )
+    if not prev.is_symlink():
+        raise Hal0Error(
+            f"no previous release to roll back to ({layout.previous} does not exist)", hint=hint
+        )
+    current, previous = live.readlink().name, prev.readlink().name
+    if current == previous:
+        raise Hal0Error(f"the previous release is the live one ({previous})", hint=hint)
+    tree = layout.releases.real / previous
+    problem = _intact(tree) if tree.is_dir() else "it is missing"
+    prev_version, _ = _marker_of(tree)
+    if problem or prev_version is None:
+        raise Hal0Error(
+            f"the previous release {layout.releases}/{previous} is not intact: "
+            f"{problem or 'no marker'}",
+            hint=hint,
+        )
+    cur_version, _ = _marker_of(layout.releases.real / current)
+    return RollbackPlan(current, previous, cur_version or "unknown", prev_version)
+
+
+def roll_back(layout: Layout, planned: RollbackPlan | None = None) -> str:
+    """Swap live and previous: two atomic symlink renames, the live one first.
+
+    A kill between the two leaves the old release live and both links on it; the release
+    rolled back from is then unreferenced and pruned by the next install.
+    """
+    what = planned or rollback_plan(layout)
+    prefix = layout.releases.real.name + "/"
+    fsops.point_symlink(layout.live.real, prefix + what.previous)
+    failpoints.hit("rollback.live")
+    fsops.point_symlink(layout.previous.real, what.current)
+    return f"rolled back from {what.current_version} to {what.previous_version}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hal0_lemonade import health
@@ -76,7 +77,9 @@ def plan(
     restart: bool,
     start_timeout: float,
     health_timeout: float,
+    roll_back: Callable[[], str] | None = None,
 ) -> Step:
+    """``roll_back`` (given after a version change) swaps the previous release back live."""
     step = Step(STEP, hint=JOURNAL_HINT)
     if not start:
         step.skip_reason = "--no-start: service not enabled or started"
@@ -126,7 +129,14 @@ def plan(
         )
 
     def verify() -> str:
-        return wait_ready(runner, host, port, start_timeout, health_timeout)
+        return ready_or_roll_back(
+            runner,
+            host=host,
+            port=port,
+            start_timeout=start_timeout,
+            health_timeout=health_timeout,
+            roll_back=roll_back,
+        )
 
     step.verify = verify
     step.ok_detail = "active and healthy"
@@ -176,3 +186,44 @@ def wait_ready(
         )
     version = answer.get("version")
     return f"active and healthy on {host}:{port}" + (f" (lemond {version})" if version else "")
+
+
+ROLLBACK_HINT = (
+    "the previous release is live and serving again; see `journalctl -u hal0-lemonade -n 50` "
+    "for why the new one failed before installing it again"
+)
+
+
+def ready_or_roll_back(
+    runner: CommandRunner,
+    *,
+    host: str,
+    port: int,
+    start_timeout: float,
+    health_timeout: float,
+    roll_back: Callable[[], str] | None,
+) -> str:
+    """Wait for active and healthy; if that fails and ``roll_back`` is given, go back.
+
+    Rolling back swaps the previous release live, restarts the service and waits again.
+    Either way a failure to become healthy is an error (the release asked for is not the one
+    running), but the message says which release is serving now.
+    """
+    try:
+        return wait_ready(runner, host, port, start_timeout, health_timeout)
+    except ServiceError as failed:
+        if roll_back is None:
+            raise
+        swapped = roll_back()
+        runner.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
+        try:
+            ready = wait_ready(runner, host, port, start_timeout, health_timeout)
+        except ServiceError as again:
+            raise ServiceError(
+                f"{failed.message}; {swapped} automatically, but that did not come up "
+                f"either: {again.message}",
+                hint=JOURNAL_HINT,
+            ) from again
+        raise ServiceError(
+            f"{failed.message}; {swapped} automatically: {ready}", hint=ROLLBACK_HINT
+        ) from failed
