@@ -168,3 +168,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Further subcommands live in their own modules and register here, one line each.
+cli.add_command(__import__("hal0_lemonade.rollback", fromlist=["_"]).rollback_cmd)
