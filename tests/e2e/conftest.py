@@ -249,7 +249,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    TIMINGS["prepare (rootfs, wheels, venv, pip install; overlapped)"] = time.monotonic() - started
+    TIMINGS["prepare total"] = time.monotonic() - started
     return E2E(rootfs, wheels, venv, releases, workdir)
 
 

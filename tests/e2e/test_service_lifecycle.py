@@ -49,6 +49,18 @@ def container(e2e: E2E) -> Iterator[Container]:
         yield booted
 
 
+@pytest.fixture
+def running(container: Container, e2e: E2E) -> int:
+    """A scenario's precondition: the service runs; its MainPID.
+
+    In file order the earlier scenarios leave it running. A scenario selected alone
+    (``-k``) finds a fresh container and gets the base release installed first.
+    """
+    if container.show("LoadState") == "not-found":
+        container.install(*e2e.releases.args(e2e.releases.base))
+    return require_active(container)
+
+
 def test_harness_runs_the_cli_inside(container: Container) -> None:
     """Smoke: systemd is PID 1, the venv works with the guest's Python, no network."""
     assert container.out(["cat", "/proc/1/comm"]) == "systemd"
@@ -117,17 +129,17 @@ def test_fresh_install(container: Container, e2e: E2E) -> None:
         assert ipaddress.ip_address(host).is_loopback, line
 
 
+@pytest.mark.usefixtures("running")
 def test_service_hardening_properties(container: Container) -> None:
-    require_active(container)
     assert container.show("LimitMEMLOCK") == "infinity"
     assert container.show("NoNewPrivileges") == "yes"
     assert container.show("User") == "hal0"
     assert container.show("Restart") == "on-failure"
 
 
+@pytest.mark.usefixtures("running")
 def test_unit_exposure_score(container: Container) -> None:
     """systemd's own rating of the running unit's sandbox: at most 3.5 (issue 3)."""
-    require_active(container)
     result = container.run(["systemd-analyze", "security", "--no-pager", f"{UNIT}.service"])
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", result.stdout)
     assert match is not None, result.stdout[-2000:]
@@ -157,23 +169,23 @@ NOT_WRITABLE = (
 )
 
 
+@pytest.mark.usefixtures("running")
 @pytest.mark.parametrize("path", NOT_WRITABLE)
 def test_sandbox_denies_writes(container: Container, path: str) -> None:
-    require_active(container)
     probe = container.probe("write", path)
     assert probe["ok"] is False, probe
 
 
+@pytest.mark.usefixtures("running")
 def test_sandbox_denies_rewriting_the_daemon(container: Container) -> None:
-    require_active(container)
     for path in (f"{LIVE}/lemond", MARKER, f"{LIVE}/resources/defaults.json", UNIT_FILE):
         assert container.exists(path), path
         probe = container.probe("open", path)
         assert probe["ok"] is False, probe
 
 
+@pytest.mark.usefixtures("running")
 def test_sandbox_allows_the_state_dir(container: Container) -> None:
-    require_active(container)
     probe = container.probe("write", STATE_DIR)
     assert probe["ok"] is True, probe
     probe = container.probe("open", CONFIG)
@@ -189,8 +201,8 @@ def test_sandbox_allows_the_state_dir(container: Container) -> None:
         assert probe["ok"] is True, probe
 
 
-def test_rerun_unchanged_changes_nothing(container: Container, e2e: E2E) -> None:
-    pid = require_active(container)
+def test_rerun_unchanged_changes_nothing(container: Container, e2e: E2E, running: int) -> None:
+    pid = running
     before = container.snapshot(*WATCHED, *ACCOUNT_FILES, exclude=EXCLUDE)
     result = container.install(*e2e.releases.args(e2e.releases.base))
     after = container.snapshot(*WATCHED, *ACCOUNT_FILES, exclude=EXCLUDE)
@@ -203,9 +215,11 @@ def test_rerun_unchanged_changes_nothing(container: Container, e2e: E2E) -> None
     assert container.health()["pid"] == pid
 
 
-def test_dry_run_on_the_booted_host_changes_nothing(container: Container, e2e: E2E) -> None:
+def test_dry_run_on_the_booted_host_changes_nothing(
+    container: Container, e2e: E2E, running: int
+) -> None:
     """A dry-run that would change config and release must plan it and touch nothing."""
-    pid = require_active(container)
+    pid = running
     unit_state = {p: container.show(p) for p in ("ActiveState", "SubState", "UnitFileState")}
     before = container.snapshot(*WATCHED, *ACCOUNT_FILES, exclude=EXCLUDE)
     result = container.install(
@@ -220,8 +234,8 @@ def test_dry_run_on_the_booted_host_changes_nothing(container: Container, e2e: E
     assert container.health()["version"] == "10.6.0"
 
 
-def test_threads_change_restarts_the_daemon(container: Container, e2e: E2E) -> None:
-    pid = require_active(container)
+def test_threads_change_restarts_the_daemon(container: Container, e2e: E2E, running: int) -> None:
+    pid = running
     result = container.install(*e2e.releases.args(e2e.releases.base), "--threads", "3")
     assert result["ok"] is True
     assert result["changed"] is True
@@ -232,8 +246,8 @@ def test_threads_change_restarts_the_daemon(container: Container, e2e: E2E) -> N
     assert "--threads 3" in health["llamacpp_args"]
 
 
-def test_sigkill_is_restarted_by_systemd(container: Container) -> None:
-    pid = require_active(container)
+def test_sigkill_is_restarted_by_systemd(container: Container, running: int) -> None:
+    pid = running
     restarts = int(container.show("NRestarts"))
     container.run(["kill", "-KILL", str(pid)])
 
@@ -246,8 +260,8 @@ def test_sigkill_is_restarted_by_systemd(container: Container) -> None:
     assert container.wait_healthy(pid=new_pid)["pid"] == new_pid
 
 
-def test_upgrade_to_a_second_release(container: Container, e2e: E2E) -> None:
-    pid = require_active(container)
+def test_upgrade_to_a_second_release(container: Container, e2e: E2E, running: int) -> None:
+    pid = running
     upgrade = e2e.releases.upgrade
     result = container.install(*e2e.releases.args(upgrade))
     assert result["ok"] is True
@@ -261,8 +275,8 @@ def test_upgrade_to_a_second_release(container: Container, e2e: E2E) -> None:
     assert health["version"] == upgrade.version
 
 
+@pytest.mark.usefixtures("running")
 def test_stop_drains_and_is_not_a_failure(container: Container) -> None:
-    require_active(container)
     before = container.read(SHUTDOWN_LOG).splitlines() if container.exists(SHUTDOWN_LOG) else []
     container.systemctl("stop", UNIT)
     after = container.read(SHUTDOWN_LOG).splitlines()
