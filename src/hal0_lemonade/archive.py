@@ -22,7 +22,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from hal0_lemonade import failpoints
 from hal0_lemonade.errors import ArchiveError, UsageError
@@ -258,11 +258,33 @@ class _Extractor:
         return self.out
 
 
+class _Counted:
+    """Counts the compressed bytes read, to tell a zero-byte file from an empty gzip."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.head = raw.read(2)  # the gzip magic, checked before anything else
+        self.count = len(self.head)
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            data, self.head = self.head, b""
+            return data
+        data = self.raw.read(size)
+        self.count += len(data)
+        return data
+
+
 def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extracted:
     """Extract ``stream`` (a .tar.gz) into the empty directory ``dest``."""
     extractor = _Extractor(dest, limits or Limits.from_env())
+    counted = _Counted(stream)
+    if not counted.count:
+        raise _corrupt("the archive is a zero-byte file")
+    if counted.head != b"\x1f\x8b":
+        raise _corrupt(f"not a gzip-compressed archive (it starts with {counted.head!r})")
     try:
-        with gzip.GzipFile(fileobj=stream, mode="rb") as gz:
+        with gzip.GzipFile(fileobj=cast(BinaryIO, counted), mode="rb") as gz:
             with tarfile.open(fileobj=gz, mode="r|", bufsize=_READ) as tar:
                 for member in tar:
                     failpoints.hit("extract.member")
@@ -274,12 +296,16 @@ def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extra
     except ArchiveError:
         raise
     except gzip.BadGzipFile as exc:
-        raise _corrupt(f"not a gzip-compressed archive or corrupt gzip data ({exc})") from exc
+        if "CRC check failed" in str(exc) or "Incorrect length" in str(exc):
+            raise _corrupt(f"corrupt compressed data ({exc})") from exc
+        raise _corrupt(f"unexpected bytes after the end of the gzip stream ({exc})") from exc
     except EOFError as exc:
         raise _corrupt(f"the archive is truncated ({exc})") from exc
     except zlib.error as exc:
-        raise _corrupt(f"corrupt compressed data ({exc})") from exc
+        raise _corrupt(f"invalid deflate data in the gzip stream ({exc})") from exc
     except tarfile.TarError as exc:
+        if str(exc).startswith("zlib error"):
+            raise _corrupt(f"invalid deflate data in the gzip stream ({exc})") from exc
         if str(exc) == "empty file":
             raise _corrupt("the archive is empty (no tar data inside the gzip stream)") from exc
         raise _corrupt(f"not a tar archive inside the gzip stream ({exc})") from exc

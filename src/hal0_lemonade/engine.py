@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from hal0_lemonade import failpoints, fetch, plan
+from hal0_lemonade import archive, failpoints, fetch, plan
 from hal0_lemonade.errors import LockError, UsageError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.oserrors import explain
@@ -39,7 +39,9 @@ def build_steps(
     http_timeout: float = 30.0,
 ) -> list[plan.Step]:
     layout = settings.layout
-    installer = release.Installer(layout, http_timeout=http_timeout, progress=progress)
+    installer = release.Installer(
+        layout, http_timeout=http_timeout, limits=archive.Limits.from_env(), progress=progress
+    )
     was = release.probe(layout)
     steps = [
         pin_step(settings),
