@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 CHUNK = 256 * 1024
+NET_CHUNK = 64 * 1024
 Progress = Callable[[int, "int | None"], None]
 
 
@@ -192,7 +193,9 @@ class HttpBody:
             else:
                 self.validator = resp.headers.get("Last-Modified")
         self._resp = resp
-        self._chunks = resp.iter_raw(CHUNK)
+        # Small chunks: bytes the transport received are handed on (and kept for a resume)
+        # before a reset can take a half-filled chunk down with it.
+        self._chunks = resp.iter_raw(NET_CHUNK)
 
     def _start_over(self) -> None:
         self.offset = 0
