@@ -1,0 +1,80 @@
+"""Machine details for the report: CPU, cores, kernel, Python, filesystem, tools."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return "not found"
+    return out.splitlines()[0] if out else "?"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mem_total() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def filesystem(path: Path) -> str:
+    """Type and source of the mount holding ``path`` (longest /proc/mounts prefix)."""
+    real = str(path.resolve())
+    best = ("", "unknown", "?")
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            source, target, fstype = line.split()[:3]
+            inside = real == target or real.startswith(target.rstrip("/") + "/")
+            if inside and len(target) >= len(best[0]):
+                best = (target, fstype, source)
+    except OSError:
+        pass
+    return f"{best[1]} ({best[2]} on {best[0]})"
+
+
+def source_state() -> str:
+    repo = Path(__file__).resolve().parent.parent
+    head = _first_line(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--", "src"], check=False
+    ).returncode
+    return f"commit {head}" + (" + uncommitted changes in src/" if dirty else "")
+
+
+def details(workdir: Path) -> list[tuple[str, str]]:
+    return [
+        ("CPU", cpu_model()),
+        ("Cores", f"{os.cpu_count()} online, {len(os.sched_getaffinity(0))} usable by this run"),
+        ("Memory", mem_total()),
+        ("Kernel", f"{platform.system()} {platform.release()}"),
+        (
+            "Python",
+            f"{platform.python_implementation()} {sys.version.split()[0]} ({sys.executable})",
+        ),
+        ("zlib", zlib.ZLIB_RUNTIME_VERSION),
+        ("Filesystem (work dir)", filesystem(workdir)),
+        ("curl", " ".join(_first_line(["curl", "--version"]).split()[:2])),
+        ("hal0-lemonade source", source_state()),
+        ("tar", _first_line(["tar", "--version"])),
+    ]

@@ -1,0 +1,151 @@
+"""Timed child processes, root snapshots and in-process micro-measurements."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import os
+import pstats
+import statistics
+import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Timed:
+    wall: float
+    user: float
+    sys: float
+    maxrss_kib: int
+    code: int
+    out: str
+    err: str
+
+
+def timed(argv: Sequence[str | Path], *, cwd: Path | None = None) -> Timed:
+    """Run ``argv``; wall time, CPU and peak RSS of exactly this child (``wait4``)."""
+    env = {k: v for k, v in os.environ.items() if k != "HAL0_SKIP_LEMONADE_SHA"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Timed(
+            wall,
+            usage.ru_utime,
+            usage.ru_stime,
+            usage.ru_maxrss,
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+Snapshot = dict[str, tuple[int, int, int, int, int]]
+
+
+def snapshot(root: Path) -> Snapshot:
+    """inode, mtime, ctime, size and mode of every file, dir and link under ``root``."""
+    snap: Snapshot = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            snap[str(path.relative_to(root))] = (
+                st.st_ino,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_size,
+                st.st_mode,
+            )
+    return snap
+
+
+def diff(before: Snapshot, after: Snapshot) -> list[str]:
+    changes = [f"+ {p}" for p in after.keys() - before.keys()]
+    changes += [f"- {p}" for p in before.keys() - after.keys()]
+    changes += [f"~ {p}" for p in before.keys() & after.keys() if before[p] != after[p]]
+    return sorted(changes)
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> list[bytes]:
+    with path.open("rb") as fh:
+        return list(iter(lambda: fh.read(size), b""))
+
+
+def inflate_seconds(path: Path, make: Callable[[], object], reps: int = 3) -> float:
+    """Median time to inflate the whole .gz in memory, output discarded (no writes)."""
+    chunks = _chunks(path)
+    times = []
+    for _ in range(reps):
+        started = time.monotonic()
+        d = make()
+        for chunk in chunks:
+            d.decompress(chunk)  # type: ignore[attr-defined]
+        times.append(time.monotonic() - started)
+    return median(times)
+
+
+def micro(path: Path, reps: int = 3) -> list[tuple[str, float]]:
+    """Costs of the pieces of the data path, on the cached archive, in this process."""
+    rows = [
+        (
+            "stdlib zlib inflate of the archive, no writes",
+            inflate_seconds(path, lambda: zlib.decompressobj(31), reps),
+        ),
+    ]
+    chunks = _chunks(path)
+    times = []
+    for _ in range(reps):
+        started = time.monotonic()
+        h = hashlib.sha256()
+        for chunk in chunks:
+            h.update(chunk)
+        times.append(time.monotonic() - started)
+    rows.append(("SHA-256 of the compressed archive", median(times)))
+    d = zlib.decompressobj(31)
+    hash_time = 0.0
+    h = hashlib.sha256()
+    for chunk in chunks:
+        plain = d.decompress(chunk)
+        started = time.monotonic()
+        h.update(plain)
+        hash_time += time.monotonic() - started
+    rows.append(("SHA-256 of the unpacked bytes (the per-file manifest hashes)", hash_time))
+    for module, label in (("isal.isal_zlib", "isal"), ("zlib_ng.zlib_ng", "zlib-ng")):
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            continue
+        mod = importlib.import_module(module)
+        make: Callable[[], object] = functools.partial(mod.decompressobj, 31)
+        rows.append((f"{label} inflate, no writes", inflate_seconds(path, make, reps)))
+    return rows
+
+
+def top_functions(stats_file: Path, limit: int = 12) -> list[tuple[str, int, float, float]]:
+    """(function, calls, own time, cumulative time), heaviest own time first."""
+    stats = pstats.Stats(str(stats_file))
+    table = stats.stats  # type: ignore[attr-defined]
+    rows = []
+    for (filename, line, func), (_, ncalls, tottime, cumtime, _) in table.items():
+        short = filename
+        for marker in ("site-packages/", "src/", "lib/python3.11/"):
+            if marker in short:
+                short = short.split(marker, 1)[1]
+        where = f"{short}:{line}({func})" if line else func
+        rows.append((where, int(ncalls), float(tottime), float(cumtime)))
+    rows.sort(key=lambda r: r[2], reverse=True)
+    return rows[:limit]
