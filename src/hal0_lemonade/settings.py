@@ -1,23 +1,23 @@
 """What the operator asked for, resolved once into a frozen value.
 
-Precedence: flags > environment > pins and defaults.  Everything downstream reads Settings and
-never looks at flags or the environment again.
+Precedence: flags > environment > the operator's /etc/hal0/lemonade.toml > pins and defaults.
+Everything downstream reads Settings and never looks at flags or the environment again.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hal0_lemonade import cpus as cpu_probe
-from hal0_lemonade import releases
+from hal0_lemonade import opconfig, releases
 from hal0_lemonade.errors import UsageError
 from hal0_lemonade.layout import Layout
 
 LISTEN_HOST = "127.0.0.1"  # ADR-0008 §1: loopback only, never exposed off the box
-LISTEN_PORT = 13305
+LISTEN_PORT = opconfig.DEFAULT_PORT
 START_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 30.0
 
@@ -36,6 +36,8 @@ class Settings:
     start_timeout: float = START_TIMEOUT_S
     health_timeout: float = HEALTH_TIMEOUT_S
     warnings: tuple[str, ...] = ()
+    port_source: str = "default"
+    operator: opconfig.OperatorConfig = field(default_factory=opconfig.none)
 
 
 def _truthy(value: str | None) -> bool:
@@ -64,23 +66,21 @@ def build(
             "its digest; the marker records it as unverified"
         )
 
+    layout = Layout(root)
+    operator = opconfig.load(layout)
+    env_values = opconfig.from_env(env)
     budget = budget if budget is not None else cpu_probe.detect()
-    if threads is not None:
-        if threads < cpu_probe.MIN_THREADS:
-            raise UsageError(
-                f"--threads {threads} is below {cpu_probe.MIN_THREADS}",
-                hint="llama.cpp needs --threads 2 or more (ADR-0008 §4)",
-            )
-        n, source = threads, "--threads"
-    elif budget.cpus is None:
-        n, source = cpu_probe.FALLBACK_THREADS, "fallback"
-        warnings.append(f"{budget.source}; using --threads {n}")
-    else:
-        n = cpu_probe.threads_for(budget.cpus)
-        source = f"{budget.cpus} CPUs ({budget.source})"
-
+    n, source = resolve_threads(threads, env_values, operator, budget, warnings)
+    port = opconfig.resolve(
+        "port",
+        flag=None,
+        flag_name="",
+        env_values=env_values,
+        operator=operator,
+        default=LISTEN_PORT,
+    )
     return Settings(
-        layout=Layout(root),
+        layout=layout,
         pin=pin,
         threads=n,
         threads_source=source,
@@ -88,4 +88,39 @@ def build(
         dry_run=dry_run,
         start=start,
         warnings=tuple(warnings),
+        port=port.value,
+        port_source=port.source,
+        operator=operator,
     )
+
+
+def resolve_threads(
+    flag: int | None,
+    env_values: Mapping[str, object],
+    operator: opconfig.OperatorConfig,
+    budget: cpu_probe.CpuBudget,
+    warnings: list[str] | None = None,
+) -> tuple[int, str]:
+    """llamacpp --threads N: --threads > HAL0_LEMONADE_THREADS > the file > the CPU budget."""
+    if flag is not None and flag < cpu_probe.MIN_THREADS:
+        raise UsageError(
+            f"--threads {flag} is below {cpu_probe.MIN_THREADS}",
+            hint="llama.cpp needs --threads 2 or more (ADR-0008 §4)",
+        )
+    if budget.cpus is None:
+        auto, auto_source = cpu_probe.FALLBACK_THREADS, "fallback"
+    else:
+        auto = cpu_probe.threads_for(budget.cpus)
+        auto_source = f"{budget.cpus} CPUs ({budget.source})"
+    chosen = opconfig.resolve(
+        "threads",
+        flag=flag,
+        flag_name="--threads",
+        env_values=env_values,
+        operator=operator,
+        default=auto,
+        default_source=auto_source,
+    )
+    if chosen.source == "fallback" and warnings is not None:
+        warnings.append(f"{budget.source}; using --threads {auto}")
+    return int(chosen.value), chosen.source

@@ -4,6 +4,10 @@ lemond rewrites this file itself at run time (``POST /internal/set``), so the in
 merges instead of overwriting: keys the baseline locks are enforced, all others survive.  The
 file is rewritten only when its parsed content differs, so lemond's own formatting of an
 equivalent file causes no churn.
+
+The operator's ``/etc/hal0/lemonade.toml`` (see :mod:`hal0_lemonade.opconfig`) is read by the
+probe: the keys it sets are laid over the baseline and then enforced like it, and its
+``llamacpp.extra_args`` are appended after ``--parallel 1 --threads N``.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from hal0_lemonade import fsops
+from hal0_lemonade import fsops, opconfig
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.resources.account import owner_ids
@@ -24,7 +28,7 @@ BACKUP_SUFFIX = ".bak"
 
 
 def llamacpp_args(threads: int) -> str:
-    # ADR-0008 §4: never omitted, whatever else changes.
+    # ADR-0008 §4: never omitted, whatever else changes (operator extras come after it).
     return f"--parallel 1 --threads {threads}"
 
 
@@ -60,6 +64,15 @@ def merge(current: dict[str, Any], locked: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def with_operator(locked: dict[str, Any], operator: opconfig.OperatorConfig) -> dict[str, Any]:
+    """The baseline with the operator's keys laid over it and extra llama.cpp args appended."""
+    desired = merge(locked, opconfig.daemon_overrides(operator))
+    extra = operator.extra_args()
+    if extra:
+        desired["llamacpp"]["args"] = f"{desired['llamacpp']['args']} {extra}"
+    return desired
+
+
 @dataclass(frozen=True)
 class ConfigState:
     raw: bytes | None  # None: missing
@@ -67,24 +80,27 @@ class ConfigState:
     problem: str  # why ``parsed`` is None although the file exists
     mode: int | None
     uid: int | None
+    operator: opconfig.OperatorConfig = field(default_factory=opconfig.none)
 
 
-def probe(layout: Layout) -> ConfigState:
+def probe(layout: Layout, operator: opconfig.OperatorConfig | None = None) -> ConfigState:
+    operator = opconfig.load(layout) if operator is None else operator
     path = layout.config.real
     try:
         raw = path.read_bytes()
         st = path.stat()
     except FileNotFoundError:
-        return ConfigState(None, None, "", None, None)
+        return ConfigState(None, None, "", None, None, operator)
     except PermissionError:
-        return ConfigState(None, None, "not readable (run as root)", None, None)
+        return ConfigState(None, None, "not readable (run as root)", None, None, operator)
+    mode = st.st_mode & 0o7777
     try:
         parsed = json.loads(raw)
     except ValueError:
-        return ConfigState(raw, None, "not valid JSON", st.st_mode & 0o7777, st.st_uid)
+        return ConfigState(raw, None, "not valid JSON", mode, st.st_uid, operator)
     if not isinstance(parsed, dict):
-        return ConfigState(raw, None, "not a JSON object", st.st_mode & 0o7777, st.st_uid)
-    return ConfigState(raw, parsed, "", st.st_mode & 0o7777, st.st_uid)
+        return ConfigState(raw, None, "not a JSON object", mode, st.st_uid, operator)
+    return ConfigState(raw, parsed, "", mode, st.st_uid, operator)
 
 
 def render(config: dict[str, Any]) -> bytes:
@@ -103,6 +119,7 @@ def plan(layout: Layout, locked: dict[str, Any], state: ConfigState) -> Step:
         hint=f"check that {layout.config.host.parent} exists and is writable by root; "
         "config.json must be valid JSON (a broken one is backed up and replaced)",
     )
+    locked = with_operator(locked, state.operator)
     desired = merge(state.parsed or {}, locked)
     path = layout.config.real
     threads = locked["llamacpp"]["args"]
