@@ -25,13 +25,13 @@ def hit(name: str) -> None:
     """Die here if the kill point ``name`` (or its N-th hit) was asked for."""
     kill_at = os.environ.get(KILL_ENV)
     trace = os.environ.get(TRACE_ENV)
-    if kill_at is None and trace is None:
+    if not kill_at and not trace:
         return
     count = _counts[name] = _counts.get(name, 0) + 1
     if trace:
         with open(trace, "a", encoding="utf-8") as log:  # noqa: PTH123 - hot path, no Path
             log.write(f"{name}#{count}\n")
-    if kill_at in (f"{name}#{count}", name if count == 1 else None):
+    if kill_at and (kill_at == f"{name}#{count}" or (kill_at == name and count == 1)):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
