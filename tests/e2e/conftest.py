@@ -43,6 +43,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 ROOTFS_SCRIPT = PROJECT_DIR / "scripts" / "e2e-rootfs.sh"
 BASE_VERSION = "10.6.0"
 UPGRADE_VERSION = "10.6.1"
+BROKEN_UPGRADE_VERSION = "10.6.2"
 # Wall times of the expensive steps, printed in the terminal summary.
 TIMINGS: dict[str, float] = {}
 # Other measurements worth a line in the summary (e.g. the unit's exposure score).
@@ -68,6 +69,7 @@ class Releases:
     base: Release  # 10.6.0, the pinned version
     upgrade: Release  # 10.6.1
     broken: Release  # 10.6.0 whose lemond exits 1 at start
+    broken_upgrade: Release  # 10.6.2 whose lemond exits 1 at start
 
     def url(self, release: Release) -> str:
         return f"http://127.0.0.1:{ARTIFACT_PORT}/{release.path.relative_to(self.directory)}"
@@ -222,6 +224,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
             base=build_release(releases_dir, BASE_VERSION),
             upgrade=build_release(releases_dir, UPGRADE_VERSION),
             broken=build_release(releases_dir / "broken", BASE_VERSION, fail_at_start=True),
+            broken_upgrade=build_release(
+                releases_dir / "broken", BROKEN_UPGRADE_VERSION, fail_at_start=True
+            ),
         )
         rootfs = _build_rootfs()
         TIMINGS["rootfs ready"] = time.monotonic() - started

@@ -13,7 +13,7 @@ from tests.e2e.harness import CONFIG, LIVE, UNIT, UNIT_FILE, Container, diff_sna
 pytestmark = pytest.mark.e2e
 
 # Everything an install could touch on a fresh host, account files included.
-WATCHED = ("/etc", "/opt", "/var/lib/hal0", "/usr/local", "/run/systemd/system")
+WATCHED = ("/etc", "/opt", "/var/lib/hal0", "/var/cache", "/usr/local", "/run/systemd/system")
 EXCLUDE = ("/opt/hal0-venv",)
 JOURNAL_HINT = f"journalctl -u {UNIT}"
 

@@ -9,6 +9,7 @@ the state it starts from so a failure points at the right scenario.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterator
 
@@ -38,7 +39,7 @@ from tests.e2e.harness import (
 pytestmark = pytest.mark.e2e
 
 # What a re-run and a dry-run must leave untouched (lstat + content of small files).
-WATCHED = ("/opt", "/var/lib/hal0", "/etc/systemd/system")
+WATCHED = ("/opt", "/var/lib/hal0", "/var/cache/hal0-lemonade", "/etc/systemd/system")
 ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
 EXCLUDE = ("/opt/hal0-venv",)
 
@@ -273,6 +274,49 @@ def test_upgrade_to_a_second_release(container: Container, e2e: E2E, running: in
     assert new_pid not in {0, pid}
     health = container.wait_healthy(pid=new_pid)
     assert health["version"] == upgrade.version
+
+
+def test_rollback_command_returns_to_the_previous_release(
+    container: Container, e2e: E2E, running: int
+) -> None:
+    """`hal0-lemonade rollback` after the upgrade: 10.6.0 answers again, no network used."""
+    pid = running
+    base = e2e.releases.base
+    if container.health()["version"] == base.version:
+        container.install(*e2e.releases.args(e2e.releases.upgrade))  # run alone: upgrade first
+        pid = container.main_pid()
+    result = container.cli("rollback", "--json")
+    assert result.returncode == 0, result
+    data = json.loads(result.stdout)
+    assert data["ok"] is True, data
+    assert_marker(container, base)
+    new_pid = container.main_pid()
+    assert new_pid not in {0, pid}
+    assert container.wait_healthy(pid=new_pid)["version"] == base.version
+
+
+def test_upgrade_that_cannot_start_rolls_back_by_itself(
+    container: Container, e2e: E2E, running: int
+) -> None:
+    """A new release whose daemon exits at start: exit 1, and the old one answers again."""
+    before = container.health()["version"]
+    broken = e2e.releases.broken_upgrade
+    result = container.install(*e2e.releases.args(broken), expect_rc=1)
+    assert_result_shape(result)
+    assert result["ok"] is False
+    assert "failed" in steps_by_status(result), result
+    assert container.last is not None
+    assert f"journalctl -u {UNIT}" in container.last.stdout + container.last.stderr
+    container.wait_for(
+        f"{UNIT} to run the previous release again",
+        lambda: container.show("ActiveState") == "active",
+        timeout=20,
+    )
+    new_pid = container.main_pid()
+    health = container.wait_healthy(pid=new_pid)
+    assert health["version"] == before, health
+    assert container.read(MARKER).splitlines()[0] == before
+    assert container.out([f"{LIVE}/lemond", "--version"]) == before
 
 
 @pytest.mark.usefixtures("running")
