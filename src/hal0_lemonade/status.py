@@ -1,18 +1,26 @@
-"""`hal0-lemonade status`: what is installed, and whether every invariant holds."""
+"""`hal0-lemonade status`: what is installed, and whether every invariant holds.
+
+``doctor`` runs these checks too, and adds the deeper ones (digests, GPU access, the port).
+"""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from hal0_lemonade import cpus, health
+from hal0_lemonade import cpus, health, opconfig
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.resources import daemon_config, release, service, unit
 from hal0_lemonade.runner import CommandRunner
 from hal0_lemonade.settings import LISTEN_HOST, LISTEN_PORT
 
+_ARGS = re.compile(r"--parallel 1 --threads (\d+)(?: (.*))?")
 _THREADS = re.compile(r"(?:^|\s)--threads\s+(\d+)(?:\s|$)")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+INSTALL_HINT = "re-run `hal0-lemonade install` to converge"
 
 
 @dataclass(frozen=True)
@@ -20,9 +28,47 @@ class Check:
     name: str
     ok: bool | None  # None: does not apply here (e.g. no systemd under --root)
     detail: str
+    hint: str = ""  # what to do when ok is False
 
 
-def config_problems(config: dict[str, object], port: int = LISTEN_PORT) -> list[str]:
+@dataclass(frozen=True)
+class Expected:
+    """What the operator asked for, as far as status/doctor can know it (no flags)."""
+
+    port: int
+    operator: opconfig.OperatorConfig
+
+
+def expected(layout: Layout, env: Mapping[str, str] | None = None) -> Expected:
+    """The port and the operator file, by environment > file > default (raises UsageError)."""
+    operator = opconfig.load(layout)
+    env_values = opconfig.from_env(os.environ if env is None else env)
+    port = opconfig.resolve(
+        "port",
+        flag=None,
+        flag_name="",
+        env_values=env_values,
+        operator=operator,
+        default=LISTEN_PORT,
+    )
+    return Expected(int(port.value), operator)
+
+
+def _dig(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def config_problems(
+    config: dict[str, object],
+    port: int = LISTEN_PORT,
+    operator: opconfig.OperatorConfig | None = None,
+) -> list[str]:
+    """Invariants of a config.json: --threads N >= 2, loopback, the port, operator keys."""
     problems = []
     llamacpp = config.get("llamacpp")
     args = llamacpp.get("args") if isinstance(llamacpp, dict) else None
@@ -35,10 +81,27 @@ def config_problems(config: dict[str, object], port: int = LISTEN_PORT) -> list[
         problems.append(f"host is {config.get('host')!r}, not loopback")
     if config.get("port") != port:
         problems.append(f"port is {config.get('port')!r}, not {port}")
+    if operator is None:
+        return problems
+    full = _ARGS.fullmatch(args) if isinstance(args, str) else None
+    extra = operator.extra_args()
+    if match is not None and (full is None or (full.group(2) or "") != extra):
+        want = f"--parallel 1 --threads N{' ' + extra if extra else ''}"
+        problems.append(f"llamacpp.args is {args!r}, not {want!r}")
+    for dotted in opconfig.DAEMON_KEYS:
+        if dotted in operator.values and _dig(config, dotted) != operator.values[dotted]:
+            problems.append(
+                f"{dotted} is {_dig(config, dotted)!r}, {operator.path} asks "
+                f"{operator.values[dotted]!r}"
+            )
     return problems
 
 
-def collect(layout: Layout, runner: CommandRunner) -> tuple[str | None, list[Check]]:
+def collect(
+    layout: Layout, runner: CommandRunner, want: Expected | None = None
+) -> tuple[str | None, list[Check]]:
+    want = want if want is not None else expected(layout)
+    port = want.port
     checks: list[Check] = []
     rel = release.probe(layout)
     checks.append(
@@ -46,6 +109,7 @@ def collect(layout: Layout, runner: CommandRunner) -> tuple[str | None, list[Che
             "release",
             rel.exists and not rel.problem,
             f"Lemonade {rel.version} at {layout.live}" if not rel.problem else rel.problem,
+            INSTALL_HINT,
         )
     )
     checks.append(
@@ -54,20 +118,29 @@ def collect(layout: Layout, runner: CommandRunner) -> tuple[str | None, list[Che
             rel.version is not None,
             f"{layout.marker}: {rel.version}"
             + ("" if rel.verified or rel.version is None else " (digest NOT verified)"),
+            INSTALL_HINT,
         )
     )
-    cfg = daemon_config.probe(layout)
+    cfg = daemon_config.probe(layout, want.operator)
     if cfg.parsed is None:
-        checks.append(Check("config", False, f"{layout.config}: {cfg.problem or 'missing'}"))
+        checks.append(
+            Check("config", False, f"{layout.config}: {cfg.problem or 'missing'}", INSTALL_HINT)
+        )
     else:
-        problems = config_problems(cfg.parsed)
+        problems = config_problems(cfg.parsed, port, want.operator)
         args = cfg.parsed.get("llamacpp", {}).get("args", "")
         checks.append(
-            Check("config", not problems, "; ".join(problems) or f"llamacpp.args {args!r}")
+            Check(
+                "config",
+                not problems,
+                "; ".join(problems) or f"llamacpp.args {args!r}",
+                INSTALL_HINT,
+            )
         )
 
     budget = cpus.detect()
-    desired = unit.render(host=LISTEN_HOST, port=LISTEN_PORT, cpus=budget.cpus or 2)
+    desired = unit.render(host=LISTEN_HOST, port=port, cpus=budget.cpus or 2)
+    unit_hint = f"{INSTALL_HINT}; put local changes in a drop-in, not in the unit"
     try:
         current = layout.unit.real.read_bytes()
         checks.append(
@@ -76,13 +149,21 @@ def collect(layout: Layout, runner: CommandRunner) -> tuple[str | None, list[Che
                 current == desired,
                 f"{layout.unit} "
                 + ("as generated" if current == desired else "differs from the generated unit"),
+                unit_hint,
             )
         )
     except FileNotFoundError:
-        checks.append(Check("unit", False, f"{layout.unit} is missing"))
+        checks.append(Check("unit", False, f"{layout.unit} is missing", unit_hint))
 
-    state = service.probe(layout, runner, LISTEN_HOST, LISTEN_PORT)
-    checks.append(Check("enabled", state.enabled, "enabled" if state.enabled else "not enabled"))
+    state = service.probe(layout, runner, LISTEN_HOST, port)
+    checks.append(
+        Check(
+            "enabled",
+            state.enabled,
+            "enabled" if state.enabled else "not enabled",
+            "`systemctl enable hal0-lemonade`, or re-run the install without --no-start",
+        )
+    )
     if not state.systemd:
         why = "no systemd under --root" if not layout.is_host_root else "systemd is not running"
         checks.append(Check("active", None, why))
@@ -90,12 +171,14 @@ def collect(layout: Layout, runner: CommandRunner) -> tuple[str | None, list[Che
     else:
         active = state.props.get("ActiveState", "unknown")
         pid = state.props.get("MainPID", "0")
-        checks.append(Check("active", active == "active", f"{active} (MainPID {pid})"))
-        answer = health.get_health(LISTEN_HOST, LISTEN_PORT) if active == "active" else None
+        checks.append(
+            Check("active", active == "active", f"{active} (MainPID {pid})", service.JOURNAL_HINT)
+        )
+        answer = health.get_health(LISTEN_HOST, port) if active == "active" else None
         detail = (
             f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')})"
             if answer is not None
-            else f"{health.HEALTH_PATH} on {LISTEN_HOST}:{LISTEN_PORT} does not answer"
+            else f"{health.HEALTH_PATH} on {LISTEN_HOST}:{port} does not answer"
         )
-        checks.append(Check("healthy", answer is not None, detail))
+        checks.append(Check("healthy", answer is not None, detail, service.JOURNAL_HINT))
     return rel.version, checks
