@@ -10,8 +10,15 @@ from typing import Any
 
 import click
 
-from hal0_lemonade import __version__, engine, plan, report, settings, status
-from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_option
+from hal0_lemonade import __version__, engine, plan, progress, report, settings, status
+from hal0_lemonade.clikit import (
+    EXIT_FAIL,
+    EXIT_OK,
+    guard,
+    json_option,
+    root_option,
+    step_numbering_options,
+)
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.runner import SubprocessRunner
@@ -23,6 +30,26 @@ Examples:
   sudo hal0-lemonade install --dry-run        # show the plan with diffs, change nothing
   hal0-lemonade install --root /tmp/sandbox --artifact ./lemonade.tar.gz \\
       --sha256 <hex> --no-start               # a sandbox install from a local archive
+  sudo hal0-lemonade install --quiet          # step lines only, no download progress
+  hal0-lemonade install --step-offset 4 --step-total 10   # numbered [5/10].. inside hal0
+
+\b
+Values not given as flags come from HAL0_LEMONADE_THREADS / HAL0_LEMONADE_PORT, then
+/etc/hal0/lemonade.toml, then the pins (see `hal0-lemonade config show`).
+"""
+
+STATUS_EXAMPLES = """
+\b
+Examples:
+  hal0-lemonade status                        # exit 0 only when every check holds
+  hal0-lemonade status --json                 # one JSON object, for scripts
+  hal0-lemonade status --root /tmp/sandbox    # a sandbox install
+"""
+
+CLI_EPILOG = """
+\b
+Shell completion (bash; zsh and fish likewise with zsh_source / fish_source):
+  eval "$(_HAL0_LEMONADE_COMPLETE=bash_source hal0-lemonade)"
 """
 
 
@@ -33,7 +60,7 @@ def _http_timeout() -> float:
         return 30.0
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=CLI_EPILOG)
 @click.version_option(__version__, prog_name="hal0-lemonade")
 def cli() -> None:
     """Install and check Lemonade Server (lemond) as the systemd service hal0-lemonade."""
@@ -52,19 +79,11 @@ def cli() -> None:
 )
 @click.option("--no-start", is_flag=True, help="Install files only; do not enable or start.")
 @json_option()
+@click.option(
+    "--quiet", "-q", is_flag=True, help="No download progress; step lines and errors only."
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.option(
-    "--step-offset",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Shift step numbers (when embedded in a larger installer).",
-)
-@click.option(
-    "--step-total",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Total step count of the embedding installer.",
-)
+@step_numbering_options()
 def install(**opts: Any) -> int:
     """Install or converge Lemonade as the hal0-lemonade service."""
     return guard(opts["as_json"], opts["debug"], lambda: _install(**opts))
@@ -80,6 +99,7 @@ def _install(
     dry_run: bool,
     no_start: bool,
     as_json: bool,
+    quiet: bool,
     debug: bool,
     step_offset: int,
     step_total: int | None,
@@ -102,7 +122,8 @@ def _install(
         )
     runner = SubprocessRunner()
     numbering = report.Numbering(step_offset, step_total)
-    human = report.HumanReporter(numbering=numbering)
+    bar = progress.for_stream(sys.stderr, f"Lemonade {wanted.pin.version}", quiet=quiet or as_json)
+    human = report.HumanReporter(numbering=numbering, progress=bar)
     reporter: plan.Reporter = report.QuietReporter() if as_json else human
 
     if dry_run:
@@ -116,7 +137,7 @@ def _install(
         return EXIT_OK
 
     with engine.install_lock(layout):
-        steps = engine.build_steps(wanted, runner, http_timeout=_http_timeout())
+        steps = engine.build_steps(wanted, runner, progress=bar, http_timeout=_http_timeout())
         result = plan.apply(steps, wanted.pin.version, reporter)
     if as_json:
         report.dump_json(report.result_json(result))
@@ -125,7 +146,7 @@ def _install(
     return EXIT_OK if result.ok else EXIT_FAIL
 
 
-@cli.command("status")
+@cli.command("status", epilog=STATUS_EXAMPLES)
 @root_option("Inspect this directory as if it were /.")
 @json_option()
 def status_cmd(root: Path, as_json: bool) -> int:
@@ -169,3 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Further subcommands live in their own modules and register here, one line each.
 cli.add_command(__import__("hal0_lemonade.rollback", fromlist=["_"]).rollback_cmd)
+cli.add_command(__import__("hal0_lemonade.doctor", fromlist=["_"]).command)
+cli.add_command(__import__("hal0_lemonade.uninstall", fromlist=["_"]).command)
+cli.add_command(__import__("hal0_lemonade.config_cmd", fromlist=["_"]).group)

@@ -26,6 +26,26 @@ def json_option() -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 
 
+def step_numbering_options() -> Callable[[F], F]:
+    """``--step-offset/--step-total``: an embedding installer keeps its outer ``[n/N]``."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--step-total",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Total step count of the embedding installer.",
+        )(func)
+        return click.option(
+            "--step-offset",
+            type=click.IntRange(min=0),
+            default=0,
+            help="Shift step numbers (when embedded in a larger installer).",
+        )(func)
+
+    return decorate
+
+
 def guard(as_json: bool, debug: bool, body: Callable[[], int]) -> int:
     """Run a command body; turn every error into one line (or one JSON object) and a code."""
     try:

@@ -11,9 +11,7 @@ Precedence, for every value: flags > environment > this file > pins and defaults
 
 from __future__ import annotations
 
-import difflib
 import shlex
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,6 +146,8 @@ def _refuse(where: str, key: str, why: str, hint: str) -> UsageError:
 
 def parse(text: str, where: str = PATH) -> dict[str, Any]:
     """Parse and validate the TOML text; raise UsageError naming the first bad key."""
+    import tomllib  # only when an operator file exists: keeps a no-op install's start fast
+
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -161,6 +161,8 @@ def parse(text: str, where: str = PATH) -> dict[str, Any]:
             raise _refuse(where, key, "is locked by hal0", LOCKED[key])
         spec = KEYS.get(key)
         if spec is None:
+            import difflib
+
             close = difflib.get_close_matches(key, list(KEYS), n=1)
             maybe = f"did you mean {close[0]!r}? " if close else ""
             raise _refuse(

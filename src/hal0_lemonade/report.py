@@ -6,12 +6,23 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
 
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.plan import Result, Status, Step, StepResult
+from hal0_lemonade.progress import Progress, use_color
+
+if TYPE_CHECKING:
+    from hal0_lemonade.status import Check
 
 _WIDTH = 22
+_COLORS = {"ok": "green", "changed": "yellow", "skipped": "blue", "failed": "red"}
+
+
+def paint(text: str, color: str, *, enabled: bool) -> str:
+    return click.style(text, fg=color, bold=True if color == "red" else None) if enabled else text
 
 
 def _indent(text: str, prefix: str = "      ") -> str:
@@ -34,18 +45,28 @@ class HumanReporter:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     numbering: Numbering = field(default_factory=Numbering)
+    progress: Progress | None = None  # the download bar, closed before each step line
+    color: bool | None = None  # None: colour when ``out`` is a terminal and NO_COLOR unset
+
+    def __post_init__(self) -> None:
+        if self.color is None:
+            self.color = use_color(self.out)
 
     def step_started(self, index: int, total: int, step: Step) -> None:
         for note in step.notes:
             self.err.write(f"warning: {note}\n")
 
     def step_finished(self, index: int, total: int, step: Step, result: StepResult) -> None:
+        if self.progress is not None:
+            self.progress.end()
         label = self.numbering.label(index, total)
-        self.out.write(f"{label} {step.name:<{_WIDTH}} {result.status.value:<8} {result.detail}\n")
+        word = result.status.value
+        verdict = paint(f"{word:<8}", _COLORS[word], enabled=bool(self.color))
+        self.out.write(f"{label} {step.name:<{_WIDTH}} {verdict} {result.detail}\n")
         self.out.flush()
 
-    def plan(self, steps: Sequence[Step]) -> None:
-        self.out.write("Dry run: nothing is changed. The install would do this:\n")
+    def plan(self, steps: Sequence[Step], *, command: str = "install") -> None:
+        self.out.write(f"Dry run: nothing is changed. The {command} would do this:\n")
         for index, step in enumerate(steps, start=1):
             label = self.numbering.label(index, len(steps))
             if step.skip_reason:
@@ -77,6 +98,8 @@ class HumanReporter:
         )
 
     def error(self, exc: Hal0Error) -> None:
+        if self.progress is not None:
+            self.progress.end()
         where = f"[{exc.step}] " if exc.step else ""
         self.err.write(f"error: {where}{exc.message}\n")
         if exc.hint:
@@ -132,7 +155,55 @@ class QuietReporter:
         return None
 
 
+def json_value(value: Any) -> str:
+    """A config value as the operator would write it: strings bare, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def dump_json(doc: dict[str, Any], out: TextIO | None = None) -> None:
     stream = out or sys.stdout
     stream.write(json.dumps(doc) + "\n")
     stream.flush()
+
+
+_MARKS = {True: ("PASS", "green"), False: ("FAIL", "red"), None: ("n/a ", "blue")}
+
+
+def print_checks(checks: Sequence[Check], out: TextIO | None = None) -> None:
+    """One line per check (``PASS``/``FAIL``/``n/a``), the hint under each failure."""
+    stream = out or sys.stdout
+    color = use_color(stream)
+    width = max((len(c.name) for c in checks), default=0)
+    for check in checks:
+        word, hue = _MARKS[check.ok]
+        stream.write(f"{paint(word, hue, enabled=color)} {check.name:<{width}}  {check.detail}\n")
+        if check.ok is False and check.hint:
+            stream.write(f"     {'':<{width}}  hint: {check.hint}\n")
+    failed = sum(c.ok is False for c in checks)
+    na = sum(c.ok is None for c in checks)
+    summary = (
+        f"{failed} of {len(checks)} checks failed"
+        if failed
+        else f"all {len(checks) - na} applicable checks pass" + (f" ({na} n/a)" if na else "")
+    )
+    stream.write(summary + "\n")
+    stream.flush()
+
+
+def checks_json(
+    ok: bool, version: str | None, checks: Sequence[Check], details: dict[str, list[str]]
+) -> dict[str, Any]:
+    return {
+        "ok": ok,
+        "version": version,
+        "checks": [
+            {
+                "name": c.name,
+                "ok": c.ok,
+                "detail": c.detail,
+                "hint": c.hint if c.ok is False else "",
+                **({"problems": details[c.name]} if c.name in details else {}),
+            }
+            for c in checks
+        ],
+    }

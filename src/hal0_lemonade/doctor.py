@@ -1,0 +1,302 @@
+"""`hal0-lemonade doctor`: every check with pass/fail and a hint; exit 1 when any fails.
+
+``status`` answers "is it installed and up?"; ``doctor`` digs: every file of the live tree
+against the digests recorded at install time, the version the running daemon reports, who
+holds the port, and whether the service user can really open the GPU nodes.  Read-only: the
+only command it runs changes nothing (``systemctl show``, and a tiny ``python3 -c`` that
+opens the GPU nodes as ``hal0`` via ``setpriv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hal0_lemonade import health, netprobe, opconfig, report, status
+from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_option
+from hal0_lemonade.errors import CommandError, Hal0Error
+from hal0_lemonade.layout import SERVICE_USER, Layout
+from hal0_lemonade.resources import account, release, unit
+from hal0_lemonade.runner import CommandRunner, SubprocessRunner
+from hal0_lemonade.settings import LISTEN_HOST
+from hal0_lemonade.status import INSTALL_HINT, Check
+
+SHOWN = 5  # problems named in one check's detail; the JSON carries them all
+_CHUNK = 1 << 20
+# Run as hal0: open every path read-write (as ROCm and Vulkan do) and report per path.
+_OPEN_PROBE = (
+    "import errno,json,os,sys\n"
+    "r={}\n"
+    "for p in sys.argv[1:]:\n"
+    " try:\n"
+    "  os.close(os.open(p,os.O_RDWR|os.O_CLOEXEC)); r[p]='ok'\n"
+    " except OSError as e:\n"
+    "  r[p]=errno.errorcode.get(e.errno,str(e.errno))+': '+e.strerror\n"
+    "print(json.dumps(r))\n"
+)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_problems(tree: Path) -> tuple[int, list[str]]:
+    """Compare a release tree with its install manifest: (files checked, problems by name)."""
+    try:
+        manifest = json.loads((tree / release.MANIFEST).read_text())
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        links: dict[str, str] = manifest.get("links", {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, [f"{release.MANIFEST} is missing or unreadable"]
+    problems: list[str] = []
+    for rel, rec in files.items():
+        path = tree / rel
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            problems.append(f"{rel}: missing")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            problems.append(f"{rel}: no longer a regular file")
+        elif st.st_size != rec["size"]:
+            problems.append(f"{rel}: size {st.st_size}, recorded {rec['size']}")
+        elif _sha256(path) != rec["sha256"]:
+            problems.append(f"{rel}: content changed (sha256 differs from the manifest)")
+        elif stat.S_IMODE(st.st_mode) != rec["mode"]:
+            problems.append(f"{rel}: mode {stat.S_IMODE(st.st_mode):o}, recorded {rec['mode']:o}")
+    for rel, target in links.items():
+        path = tree / rel
+        if not path.is_symlink() or str(path.readlink()) != target:
+            problems.append(f"{rel}: symlink no longer points to {target}")
+    known = {*files, *links, release.MANIFEST, release.MARKER}
+    for path in sorted(tree.rglob("*")):
+        rel = path.relative_to(tree).as_posix()
+        st = path.lstat()
+        if rel not in known and not stat.S_ISDIR(st.st_mode):
+            problems.append(f"{rel}: not part of the release (added after install)")
+        if st.st_uid != 0 or (not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022):
+            problems.append(f"{rel}: writable by others than root (owner uid {st.st_uid})")
+    return len(files), problems
+
+
+def files_check(layout: Layout) -> tuple[Check, list[str]]:
+    tree = layout.live.real
+    if not tree.is_dir():
+        return Check("files", False, f"{layout.live} is missing", INSTALL_HINT), []
+    count, problems = tree_problems(tree)
+    if not problems:
+        return Check("files", True, f"{count} files match the install manifest"), []
+    named = "; ".join(problems[:SHOWN])
+    more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+    detail = f"{len(problems)} problem(s) in {layout.live}: {named}{more}"
+    if release.probe(layout).problem:  # install's own (size-only) check sees it too
+        hint = f"{INSTALL_HINT}: it reinstalls the release from a verified archive"
+    else:
+        hint = (
+            "install checks sizes only and will not notice this: "
+            "`hal0-lemonade uninstall && hal0-lemonade install` reinstalls the release from a "
+            "verified archive (state, models and the account are kept); then find out who "
+            "changed it"
+        )
+    return Check("files", False, detail, hint), problems
+
+
+def version_check(layout: Layout, marker: str | None, port: int) -> Check:
+    if not unit.systemd_running(layout):
+        why = "no systemd under --root" if not layout.is_host_root else "systemd is not running"
+        return Check("version", None, why)
+    answer = health.get_health(LISTEN_HOST, port)
+    if answer is None:
+        return Check("version", None, "lemond does not answer; see the healthy check")
+    running = answer.get("version")
+    if not isinstance(running, str) or not running:
+        return Check("version", None, "lemond's health answer carries no version")
+    if marker is not None and running.lstrip("v") == marker.lstrip("v"):
+        return Check("version", True, f"lemond {running} runs, as installed")
+    return Check(
+        "version",
+        False,
+        f"lemond {running} runs, but {layout.marker} says {marker}",
+        "restart it to run the installed release: `systemctl restart hal0-lemonade`",
+    )
+
+
+def operator_check(layout: Layout) -> tuple[Check, status.Expected]:
+    try:
+        want = status.expected(layout)
+    except Hal0Error as exc:
+        fallback = status.Expected(opconfig.DEFAULT_PORT, opconfig.none())
+        return Check("operator", False, exc.message, exc.hint), fallback
+    cfg = want.operator
+    if not cfg.present:
+        return Check("operator", True, f"no {opconfig.PATH}: defaults apply"), want
+    keys = ", ".join(sorted(cfg.values)) or "no keys"
+    return Check("operator", True, f"{cfg.path} valid ({keys})"), want
+
+
+def account_check(layout: Layout) -> Check:
+    accounts = account.probe(layout)
+    user = accounts.users.get(SERVICE_USER)
+    if user is None:
+        return Check("account", False, f"no {SERVICE_USER} user in {layout.passwd}", INSTALL_HINT)
+    present = [g for g in account.GPU_GROUPS if g in accounts.groups]
+    missing = [g for g in present if g not in accounts.supplementary(SERVICE_USER)]
+    if missing:
+        return Check(
+            "account",
+            False,
+            f"{SERVICE_USER} is not in {', '.join(missing)}",
+            f"{INSTALL_HINT}, or `usermod -aG {','.join(missing)} {SERVICE_USER}`",
+        )
+    groups = ", ".join(sorted(accounts.supplementary(SERVICE_USER))) or "no supplementary groups"
+    return Check("account", True, f"{SERVICE_USER} (uid {user.uid}) in {groups}")
+
+
+def gpu_nodes(dev_dir: Path) -> list[Path]:
+    """/dev/kfd and /dev/dri/renderD* where they exist as character devices."""
+    candidates = [dev_dir / "kfd", *sorted((dev_dir / "dri").glob("renderD*"))]
+    found = []
+    for path in candidates:
+        try:
+            if stat.S_ISCHR(path.stat().st_mode):
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def gpu_check(layout: Layout, runner: CommandRunner, dev_dir: Path) -> Check:
+    nodes = gpu_nodes(dev_dir)
+    if not nodes:
+        return Check("gpu", None, f"no kfd or dri/renderD* nodes in {dev_dir}: no GPU exposed")
+    accounts = account.probe(layout)
+    user = accounts.users.get(SERVICE_USER)
+    if user is None:
+        return Check("gpu", False, f"cannot test GPU access: no {SERVICE_USER} user", INSTALL_HINT)
+    if os.geteuid() != 0:
+        return Check("gpu", None, f"run doctor as root to test GPU access as {SERVICE_USER}")
+    # The account as the root's accounts database defines it (what systemd's User= gets);
+    # numeric ids, so a sandbox root's hal0 is tested without existing on this host.
+    gids = sorted({accounts.groups[g].gid for g in accounts.supplementary(SERVICE_USER)})
+    groups = [f"--groups={','.join(map(str, gids))}"] if gids else ["--clear-groups"]
+    argv = [
+        "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", *groups, "--",
+        "python3", "-I", "-c", _OPEN_PROBE, *map(str, nodes),
+    ]  # fmt: skip
+    try:
+        done = runner.run(argv, check=False, timeout=30)
+        results: dict[str, str] = json.loads(done.stdout)
+    except (CommandError, ValueError) as exc:
+        why = exc.message if isinstance(exc, CommandError) else "no parsable answer"
+        return Check("gpu", False, f"the GPU self-test could not run as hal0: {why}")
+    opened = [p for p, r in results.items() if r == "ok"]
+    failed = {p: r for p, r in results.items() if r != "ok"}
+    if not failed:
+        return Check("gpu", True, f"{SERVICE_USER} can open {', '.join(opened)}")
+    named = "; ".join(f"{p} ({r})" for p, r in failed.items())
+    first = next(iter(failed))
+    also = f"; can open {', '.join(opened)}" if opened else ""
+    return Check(
+        "gpu",
+        False,
+        f"{SERVICE_USER} cannot open {named}{also}",
+        f"group membership is not enough when the node's own mode shuts hal0 out: "
+        f"`chgrp render {first} && chmod 0660 {first}` (the unit's ExecStartPre does this for "
+        "/dev/kfd at start; LXC resets it on boot), and check the container's device rules",
+    )
+
+
+def port_check(layout: Layout, port: int) -> Check:
+    listeners = netprobe.listeners(port)
+    if not listeners:
+        return Check("port", True, f"nothing else listens on port {port}")
+    holders = netprobe.holders({lst.inode for lst in listeners})
+    if not holders:
+        return Check(
+            "port",
+            False,
+            f"port {port} is held by a process this user cannot see",
+            "run doctor as root to see which process",
+        )
+    others = [h for h in holders if not netprobe.is_lemond(h, layout.daemon.real)]
+    if not others:
+        pids = ", ".join(str(h.pid) for h in holders)
+        return Check("port", True, f"port {port} is held by lemond (pid {pids})")
+    named = "; ".join(f"pid {h.pid} ({h.describe()})" for h in others)
+    return Check(
+        "port",
+        False,
+        f"port {port} is held by {named}, not lemond",
+        f"stop it, or move lemond: `port = N` in {opconfig.PATH}, then re-run the install",
+    )
+
+
+def run_checks(
+    layout: Layout, runner: CommandRunner, dev_dir: Path
+) -> tuple[str | None, list[Check], dict[str, list[str]]]:
+    """Every check in reading order, plus the full problem lists behind shortened details."""
+    operator, want = operator_check(layout)
+    version, base = status.collect(layout, runner, want)
+    by = {c.name: c for c in base}
+    files, file_problems = files_check(layout)
+    checks = [
+        by["release"],
+        files,
+        by["marker"],
+        version_check(layout, version, want.port),
+        operator,
+        by["config"],
+        by["unit"],
+        account_check(layout),
+        gpu_check(layout, runner, dev_dir),
+        by["enabled"],
+        by["active"],
+        by["healthy"],
+        port_check(layout, want.port),
+    ]
+    return version, checks, {"files": file_problems} if file_problems else {}
+
+
+EXAMPLES = """
+\b
+Examples:
+  sudo hal0-lemonade doctor                 # check this host; exit 1 if anything fails
+  sudo hal0-lemonade doctor --json | jq '.checks[] | select(.ok == false)'
+  hal0-lemonade doctor --root /tmp/sandbox  # check a sandbox install
+"""
+
+
+@click.command("doctor", epilog=EXAMPLES)
+@root_option("Check this directory as if it were /.")
+@json_option()
+@click.option(
+    "--dev-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    hidden=True,  # a seam for tests: where the GPU nodes are (default: ROOT/dev)
+)
+def command(root: Path, as_json: bool, dev_dir: Path | None) -> int:
+    """Check everything, deeply; print each check with a hint; exit 1 when any fails."""
+
+    def body() -> int:
+        layout = Layout(root)
+        devices = dev_dir if dev_dir is not None else layout.at("/dev").real
+        version, checks, details = run_checks(layout, SubprocessRunner(), devices)
+        ok = all(c.ok is not False for c in checks)
+        if as_json:
+            report.dump_json(report.checks_json(ok, version, checks, details))
+        else:
+            report.print_checks(checks)
+        return EXIT_OK if ok else EXIT_FAIL
+
+    return guard(as_json, False, body)

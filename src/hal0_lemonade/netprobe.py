@@ -1,0 +1,108 @@
+"""Who listens on a TCP port: ``/proc/net/tcp{,6}`` and the socket inodes in ``/proc/*/fd``.
+
+The same facts ``ss -ltnp`` prints, read directly (no extra package, no output format to
+depend on).  Parsers are pure; the two readers take the proc root so tests can point them
+at a fixture tree.  Processes of other users are visible only to root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class Listener:
+    address: str
+    port: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    comm: str
+    argv: tuple[str, ...]
+    exe: str  # "" when unreadable
+
+    def describe(self) -> str:
+        cmd = " ".join(self.argv) or self.comm
+        return cmd if len(cmd) <= 80 else cmd[:77] + "..."
+
+
+def _address(hex_addr: str) -> str:
+    import ipaddress  # doctor only; not on install's start-up path
+
+    raw = bytes.fromhex(hex_addr)
+    # The kernel prints each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def parse_proc_net_tcp(text: str) -> list[Listener]:
+    """The LISTEN sockets of one /proc/net/tcp or tcp6 table."""
+    found = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != _LISTEN:
+            continue
+        addr, _, port = fields[1].partition(":")
+        try:
+            found.append(Listener(_address(addr), int(port, 16), int(fields[9])))
+        except ValueError:
+            continue
+    return found
+
+
+def listeners(port: int, proc: Path = Path("/proc")) -> list[Listener]:
+    found: list[Listener] = []
+    for table in ("net/tcp", "net/tcp6"):
+        try:
+            text = (proc / table).read_text()
+        except OSError:
+            continue
+        found.extend(lst for lst in parse_proc_net_tcp(text) if lst.port == port)
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def holders(inodes: set[int], proc: Path = Path("/proc")) -> list[Holder]:
+    """Processes with an open fd on one of the socket ``inodes``."""
+    wanted = {f"socket:[{i}]" for i in inodes}
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:  # gone, or another user's process and we are not root
+            continue
+        for fd in fds:
+            try:
+                target = str(fd.readlink())
+            except OSError:
+                continue
+            if target in wanted:
+                try:
+                    exe = str((entry / "exe").readlink())
+                except OSError:
+                    exe = ""
+                argv = tuple(a for a in _read(entry / "cmdline").split("\0") if a)
+                found.append(Holder(int(entry.name), _read(entry / "comm").strip(), argv, exe))
+                break
+    return found
+
+
+def is_lemond(holder: Holder, daemon: Path) -> bool:
+    """lemond itself, run as a binary or (a stand-in) as a script."""
+    if holder.comm == "lemond" or Path(holder.exe).name == "lemond":
+        return True
+    return any(arg == str(daemon) or Path(arg).name == "lemond" for arg in holder.argv[:2])
