@@ -242,7 +242,7 @@ def test_hostile_archive_is_refused_and_the_install_is_intact(
     error = run.json["error"]
     assert CASES[name].expect in error, error
     assert "SHA-256 mismatch" not in error
-    assert "\n" not in error and "Traceback" not in run.err
+    assert "\n" not in error and "hal0_lemonade/" not in run.err
     assert run.step("Lemonade release")["status"] == "failed"
     assert snapshot(root, dir_mtimes=False) == before
     assert not (root / "etc/evil").exists() and not (root.parent / "evil").exists()
@@ -299,4 +299,4 @@ def test_a_bad_limit_variable_is_a_usage_error_before_anything_runs(
     )  # fmt: skip
     assert run.code == 2
     assert f"{name}={value!r} is not a positive whole number" in run.err
-    assert "Traceback" not in run.err
+    assert "hal0_lemonade/" not in run.err  # (the loopback server may log its own)

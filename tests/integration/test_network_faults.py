@@ -187,7 +187,7 @@ def test_network_fault(  # noqa: PLR0917 - pytest fixtures
     elapsed = time.monotonic() - started
 
     assert elapsed < fault.max_seconds, f"took {elapsed:.1f} s"
-    assert "Traceback" not in run.err
+    assert "hal0_lemonade/" not in run.err  # (the loopback server may log its own)
     live = root / "opt/lemonade"
     if fault.ok:
         assert run.code == 0, run.out
