@@ -6,10 +6,12 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import pstats
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -29,23 +31,41 @@ class Timed:
     err: str
 
 
+# A small, fresh launcher runs each measured command: ru_maxrss of a child that was forked
+# from this (large) process would start at this process's RSS (Linux carries the pre-exec
+# high-water mark over), so the launcher's own ~10 MiB is the floor instead.
+LAUNCHER = """
+import json, os, resource, subprocess, sys, time
+started = time.monotonic()
+code = subprocess.call(sys.argv[2:])
+wall = time.monotonic() - started
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as fh:
+    json.dump([wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, code], fh)
+"""
+
+
 def timed(argv: Sequence[str | Path], *, cwd: Path | None = None) -> Timed:
-    """Run ``argv``; wall time, CPU and peak RSS of exactly this child (``wait4``)."""
+    """Run ``argv``; wall time, CPU and peak RSS (KiB) of this child and what it waits for."""
     env = {k: v for k, v in os.environ.items() if k != "HAL0_SKIP_LEMONADE_SHA"}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".json") as stats,
+    ):
+        launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, stats.name]
+        subprocess.run(
+            [*launcher, *map(str, argv)], cwd=cwd, env=env, stdout=out, stderr=err, check=False
+        )
+        wall, user, system, maxrss, code = json.load(stats)
         out.seek(0)
         err.seek(0)
         return Timed(
-            wall,
-            usage.ru_utime,
-            usage.ru_stime,
-            usage.ru_maxrss,
-            proc.returncode,
+            float(wall),
+            float(user),
+            float(system),
+            int(maxrss),
+            int(code),
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
         )
