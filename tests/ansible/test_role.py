@@ -29,19 +29,26 @@ class Provisioned:
     hosts: dict[str, dict[str, Any]]
     first: PlayRun
     second: PlayRun
+    downloads: tuple[int, int]  # the mirror's GETs after the first run, after the second
 
 
 @pytest.fixture(scope="module")
 def provisioned(fleet: Fleet, mirror: tuple[HTTPTestServer, str]) -> Provisioned:
     """The same inventory played twice."""
-    _, url = mirror
+    server, url = mirror
     hosts = {
         "pushed": fleet.host_vars("pushed", hal0_lemonade_artifact_src=str(fleet.release.path)),
         "mirror": fleet.host_vars("mirror", hal0_lemonade_artifact_url=url, **fleet.index_source),
     }
+    path = url.removeprefix(server.base_url)
+
+    def gets() -> int:
+        return sum(1 for r in server.requests_for(path) if r.method == "GET")
+
     first = fleet.play(hosts)
+    after_first = gets()
     second = fleet.play(hosts)
-    return Provisioned(fleet, hosts, first, second)
+    return Provisioned(fleet, hosts, first, second, (after_first, gets()))
 
 
 def test_first_run_installs_and_reports_changed(provisioned: Provisioned) -> None:
@@ -71,6 +78,7 @@ def test_first_run_installs_and_reports_changed(provisioned: Provisioned) -> Non
     )
     mirror_args = run.task("mirror", INSTALL_TASK)["result"]["cmd"]
     assert mirror_args[mirror_args.index("--artifact") + 1].startswith("http://127.0.0.1:")
+    assert provisioned.downloads[0] == 1
 
 
 def test_second_run_is_ok_with_no_changes(provisioned: Provisioned) -> None:
@@ -82,6 +90,8 @@ def test_second_run_is_ok_with_no_changes(provisioned: Provisioned) -> None:
         assert install["result"]["changed"] is False
         assert install["result"]["msg"] == "Lemonade 10.6.0: no changes"
         assert {s["status"] for s in install["result"]["steps"]} == {"ok"}
+    # A converged host downloads nothing.
+    assert provisioned.downloads[1] == provisioned.downloads[0]
     recap = run.output.split("PLAY RECAP")[1]
     for host in ("pushed", "mirror"):
         assert re.search(rf"^{host} +: ok=\d+ +changed=0 +unreachable=0 +failed=0", recap, re.M)
