@@ -340,9 +340,7 @@ def proposals(  # noqa: PLR0917 - the report's numbers
         f"{cli_s * 1000:.0f} ms and the lazy `import httpx` ~{httpx_s * 1000:.0f} ms, plus "
         "the SSL context httpx builds even for http:// (`load_verify_locations` in "
         "the profile). For http:// and file:// artifacts a `http.client` body would skip both "
-        "(redirects to https:// must then switch to the verified client). "
-        "`fsops.syncfs` calls `ctypes.util.find_library('c')`, which forks `ldconfig`; "
-        "`ctypes.CDLL(None)` finds `syncfs` in the running libc without that.",
+        "(redirects to https:// must then switch to the verified client).",
         "",
         "Even with all of these, 0.5x looks out of reach for this design on this machine: "
         f"its budget ({target:.2f} s) is about what the stdlib inflate alone takes in-process "
