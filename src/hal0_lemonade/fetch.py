@@ -112,7 +112,11 @@ class HttpBody:
         self._skip = 0
         self._delivered = 0  # bytes handed to the reader by this object
         self.restarted = False  # True when a kept prefix was dropped: the body starts at 0
-        self._connect()
+        try:
+            self._connect()
+        except BaseException:
+            self.close()  # the caller gets no object to close: do not leak the connection
+            raise
 
     # -- connection handling -------------------------------------------------------------
     def _connect(self) -> None:
@@ -140,12 +144,12 @@ class HttpBody:
                 continue
             if resp.status_code >= 500 or resp.status_code == 429:
                 last = f"HTTP {resp.status_code}"
-                resp.close()
+                _discard(resp)
                 continue
             if resp.status_code == 416 and self.offset and not self._delivered:
                 # The kept prefix is no prefix of what the server has now: either it is the
                 # whole file already (a run killed before it could rename it), or stale.
-                resp.close()
+                _discard(resp)
                 if _content_range_total(resp.headers.get("Content-Range", "")) == self.offset:
                     self.total = self.offset
                     self._chunks = iter(())
@@ -153,7 +157,7 @@ class HttpBody:
                 self._start_over()
                 continue
             if resp.status_code not in (200, 206):
-                resp.close()
+                _discard(resp)
                 raise FetchError(
                     f"HTTP {resp.status_code} fetching {self.url}",
                     hint="check --version/--artifact; the release may not exist at that URL",
@@ -251,6 +255,18 @@ class HttpBody:
     def close(self) -> None:
         self._close_response()
         self._client.close()
+
+
+def _discard(resp: httpx.Response, limit: int = 64 * 1024) -> None:
+    """Close an error response, reading a short body first so the connection ends cleanly
+    (closing a socket with unread data makes the kernel reset it)."""
+    with contextlib.suppress(Exception):
+        seen = 0
+        for chunk in resp.iter_raw():
+            seen += len(chunk)
+            if seen > limit:
+                break
+    resp.close()
 
 
 def _describe(exc: Exception) -> str:

@@ -12,10 +12,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import CLI, Served, install_args, snapshot
 from tests.support.httpserver import HTTPTestServer, Trickle
 
 LOCK = "run/lock/hal0-lemonade.lock"
+
+
+@pytest.fixture(autouse=True)
+def _join_server_threads() -> Iterator[None]:
+    """Let the loopback server's handler threads (stalled, cut off) finish inside this test,
+    so a broken-pipe traceback they print cannot land in a later test's captured stderr."""
+    before = set(threading.enumerate())
+    yield
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=10)
 
 
 @contextmanager
