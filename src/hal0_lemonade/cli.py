@@ -10,7 +10,19 @@ from typing import Any
 
 import click
 
-from hal0_lemonade import __version__, engine, plan, progress, report, settings, status
+from hal0_lemonade import (
+    __version__,
+    config_cmd,
+    doctor,
+    engine,
+    plan,
+    progress,
+    report,
+    rollback,
+    settings,
+    status,
+    uninstall,
+)
 from hal0_lemonade.clikit import (
     EXIT_FAIL,
     EXIT_OK,
@@ -19,7 +31,7 @@ from hal0_lemonade.clikit import (
     root_option,
     step_numbering_options,
 )
-from hal0_lemonade.errors import Hal0Error
+from hal0_lemonade.errors import Hal0Error, UsageError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.runner import SubprocessRunner
 
@@ -54,10 +66,18 @@ Shell completion (bash; zsh and fish likewise with zsh_source / fish_source):
 
 
 def _http_timeout() -> float:
-    try:
-        return float(os.environ.get("HAL0_LEMONADE_HTTP_TIMEOUT", "30"))
-    except ValueError:
+    raw = os.environ.get("HAL0_LEMONADE_HTTP_TIMEOUT", "").strip()
+    if not raw:
         return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise UsageError(
+            f"HAL0_LEMONADE_HTTP_TIMEOUT={raw!r} is not a number of seconds in (0, 3600]"
+        )
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=CLI_EPILOG)
@@ -104,7 +124,8 @@ def _install(
     step_offset: int,
     step_total: int | None,
 ) -> int:
-    del debug  # handled by _guard
+    del debug  # handled by guard()
+    http_timeout = _http_timeout()  # a malformed value is a usage error before any work
     wanted = settings.build(
         root=root,
         version=version,
@@ -127,7 +148,7 @@ def _install(
     reporter: plan.Reporter = report.QuietReporter() if as_json else human
 
     if dry_run:
-        steps = engine.build_steps(wanted, runner, http_timeout=_http_timeout())
+        steps = engine.build_steps(wanted, runner, http_timeout=http_timeout)
         if as_json:
             report.dump_json(
                 report.result_json(report.plan_result(steps, wanted.pin.version), steps)
@@ -137,7 +158,7 @@ def _install(
         return EXIT_OK
 
     with engine.install_lock(layout):
-        steps = engine.build_steps(wanted, runner, progress=bar, http_timeout=_http_timeout())
+        steps = engine.build_steps(wanted, runner, progress=bar, http_timeout=http_timeout)
         result = plan.apply(steps, wanted.pin.version, reporter)
     if as_json:
         report.dump_json(report.result_json(result))
@@ -189,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Further subcommands live in their own modules and register here, one line each.
-cli.add_command(__import__("hal0_lemonade.rollback", fromlist=["_"]).rollback_cmd)
-cli.add_command(__import__("hal0_lemonade.doctor", fromlist=["_"]).command)
-cli.add_command(__import__("hal0_lemonade.uninstall", fromlist=["_"]).command)
-cli.add_command(__import__("hal0_lemonade.config_cmd", fromlist=["_"]).group)
+cli.add_command(rollback.rollback_cmd)
+cli.add_command(doctor.command)
+cli.add_command(uninstall.command)
+cli.add_command(config_cmd.group)

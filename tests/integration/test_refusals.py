@@ -132,6 +132,13 @@ def test_usage_errors_exit_2(cli: CLI, root: Path, args: list[str], message: str
     assert list(root.iterdir()) == []
 
 
+def test_malformed_http_timeout_is_a_usage_error(cli: CLI, root: Path) -> None:
+    run = cli("install", "--root", root, env={"HAL0_LEMONADE_HTTP_TIMEOUT": "soon"})
+    assert run.code == 2
+    assert "HAL0_LEMONADE_HTTP_TIMEOUT='soon'" in run.err
+    assert list(root.iterdir()) == []
+
+
 def test_missing_root_is_a_usage_error(cli: CLI, tmp_path: Path) -> None:
     run = cli("install", "--root", tmp_path / "nope", "--dry-run")
     assert run.code == 2
