@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +21,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import urlsplit
 
 MAX_FAULT_SECONDS = 30.0
@@ -192,18 +193,34 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     return (start, end) if start < size and start < end else "unsatisfiable"
 
 
+class _Server(ThreadingHTTPServer):
+    """A loopback server that knows its owner and stays quiet when a client hangs up."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.owner = owner
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that drop the connection on purpose (timeouts, resets under test) are the
+        # point of many tests; a traceback on stderr would leak into another test's output.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class _Loopback:
     """Shared lifecycle for our servers: thread start/stop, context manager."""
 
-    httpd: ThreadingHTTPServer
+    httpd: _Server
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._requests: list[RequestRecord] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.httpd.owner = self  # type: ignore[attr-defined]
+        self.httpd = _Server(handler, self)
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -326,7 +343,7 @@ class _FileHandler(BaseHTTPRequestHandler):
 
     @property
     def owner(self) -> HTTPTestServer:
-        owner: HTTPTestServer = self.server.owner  # type: ignore[attr-defined]
+        owner: HTTPTestServer = cast(_Server, self.server).owner
         return owner
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -471,14 +488,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_CONNECT(self) -> None:
-        self.server.owner._log(_record(self))  # type: ignore[attr-defined]
+        cast(_Server, self.server).owner._log(_record(self))
         self._fail(501, "CONNECT is not supported by the test proxy")
 
     def do_HEAD(self) -> None:
         self.do_GET()
 
     def do_GET(self) -> None:
-        self.server.owner._log(_record(self))  # type: ignore[attr-defined]
+        cast(_Server, self.server).owner._log(_record(self))
         url = urlsplit(self.path)
         if url.scheme != "http" or not url.hostname:
             self._fail(400, f"not an absolute http:// URI: {self.path}")
