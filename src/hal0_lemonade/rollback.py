@@ -101,7 +101,16 @@ def run(root: Path, *, as_json: bool, dry_run: bool) -> int:
     return EXIT_OK if result.ok else EXIT_FAIL
 
 
-@click.command("rollback")
+ROLLBACK_EXAMPLES = """
+\b
+Examples:
+  sudo hal0-lemonade rollback --dry-run   # which release would go live again
+  sudo hal0-lemonade rollback             # swap it back live, restart, wait for health
+  hal0-lemonade rollback --root /tmp/sandbox --json
+"""
+
+
+@click.command("rollback", epilog=ROLLBACK_EXAMPLES)
 @root_option()
 @json_option()
 @click.option("--dry-run", is_flag=True, help="Show what would be switched; change nothing.")
