@@ -55,7 +55,7 @@ def build_steps(
                 port=settings.port,
                 models_dir=str(layout.models_dir),
             ),
-            daemon_config.probe(layout),
+            daemon_config.probe(layout, settings.operator),
         ),
         unit.plan(
             layout, unit.render(host=settings.host, port=settings.port, cpus=settings.cpus), runner
