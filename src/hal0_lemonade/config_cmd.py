@@ -41,14 +41,7 @@ def effective(
     operator = opconfig.load(layout)
     env_values = opconfig.from_env(env)
     threads, threads_source = settings.resolve_threads(None, env_values, operator, budget)
-    port = opconfig.resolve(
-        "port",
-        flag=None,
-        flag_name="",
-        env_values=env_values,
-        operator=operator,
-        default=settings.LISTEN_PORT,
-    )
+    port = opconfig.resolve_port(env_values, operator)
     locked = daemon_config.baseline(
         threads=threads,
         host=settings.LISTEN_HOST,

@@ -231,6 +231,18 @@ def resolve(
     return Resolved(default, default_source)
 
 
+def resolve_port(env_values: Mapping[str, Any], operator: OperatorConfig) -> Resolved:
+    """lemond's port: environment > operator file > 13305 (no flag sets it)."""
+    return resolve(
+        "port",
+        flag=None,
+        flag_name="",
+        env_values=env_values,
+        operator=operator,
+        default=DEFAULT_PORT,
+    )
+
+
 def daemon_overrides(operator: OperatorConfig) -> dict[str, Any]:
     """The config.json keys the operator file sets, as a nested dict to lay over the baseline."""
     nested: dict[str, Any] = {}

@@ -71,14 +71,7 @@ def build(
     env_values = opconfig.from_env(env)
     budget = budget if budget is not None else cpu_probe.detect()
     n, source = resolve_threads(threads, env_values, operator, budget, warnings)
-    port = opconfig.resolve(
-        "port",
-        flag=None,
-        flag_name="",
-        env_values=env_values,
-        operator=operator,
-        default=LISTEN_PORT,
-    )
+    port = opconfig.resolve_port(env_values, operator)
     return Settings(
         layout=layout,
         pin=pin,

@@ -43,14 +43,7 @@ def expected(layout: Layout, env: Mapping[str, str] | None = None) -> Expected:
     """The port and the operator file, by environment > file > default (raises UsageError)."""
     operator = opconfig.load(layout)
     env_values = opconfig.from_env(os.environ if env is None else env)
-    port = opconfig.resolve(
-        "port",
-        flag=None,
-        flag_name="",
-        env_values=env_values,
-        operator=operator,
-        default=LISTEN_PORT,
-    )
+    port = opconfig.resolve_port(env_values, operator)
     return Expected(int(port.value), operator)
 
 
