@@ -109,6 +109,7 @@ class HttpBody:
         self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] = iter(())
         self._buffer = b""
+        self._pos = 0  # bytes of _buffer already read
         self._skip = 0
         self._delivered = 0  # bytes handed to the reader by this object
         self.restarted = False  # True when a kept prefix was dropped: the body starts at 0
@@ -209,7 +210,7 @@ class HttpBody:
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, size: int) -> bytes:
-        while not self._buffer:
+        while self._pos >= len(self._buffer):
             chunk = self._next_chunk()
             if chunk is None:
                 return b""
@@ -217,8 +218,11 @@ class HttpBody:
                 cut = min(self._skip, len(chunk))
                 self._skip -= cut
                 chunk = chunk[cut:]
-            self._buffer = chunk
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
+            self._buffer, self._pos = chunk, 0
+        # A read of a whole chunk hands the chunk itself on (no copy); a smaller one advances
+        # an offset instead of re-slicing the rest of the chunk each time.
+        out = self._buffer[self._pos : self._pos + size]
+        self._pos += len(out)
         self.offset += len(out)
         self._delivered += len(out)
         return out
@@ -312,24 +316,31 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (b"" at the end), as the body returned them: no copy."""
+        if size is None or size < 0:
+            return self.readall()
         data = b""
         if self._prefix is not None:
-            data = self._prefix.read(len(view))
+            data = self._prefix.read(size)
             if not data:
                 self._prefix = None
         if not data:
-            data = self._body.read(len(view))
+            data = self._body.read(size)
             if data and self._tee is not None:
                 self._tee.write(data)
         n = len(data)
-        view[:n] = data
         self._hash.update(data)
         self.bytes_read += n
         if self._progress is not None and n:
             self._progress(self.bytes_read, self._body.total)
-        return n
+        return data
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def drain(self) -> None:
         """Read to the end, so the digest covers bytes the archive reader did not need."""
