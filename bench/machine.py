@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -53,6 +54,13 @@ def filesystem(path: Path) -> str:
     return f"{best[1]} ({best[2]} on {best[0]})"
 
 
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def source_state() -> str:
     repo = Path(__file__).resolve().parent.parent
     head = _first_line(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
@@ -72,7 +80,7 @@ def details(workdir: Path) -> list[tuple[str, str]]:
             "Python",
             f"{platform.python_implementation()} {sys.version.split()[0]} ({sys.executable})",
         ),
-        ("zlib", zlib.ZLIB_RUNTIME_VERSION),
+        ("zlib", f"{zlib.ZLIB_RUNTIME_VERSION}; zlib-ng (Python package) {_version('zlib-ng')}"),
         ("Filesystem (work dir)", filesystem(workdir)),
         ("curl", " ".join(_first_line(["curl", "--version"]).split()[:2])),
         ("hal0-lemonade source", source_state()),

@@ -3,8 +3,9 @@
 ``python -m bench.probe ROOT URL SHA256 VERSION [--profile OUT.pstats]``.  Runs the real
 ``release.Installer`` (the code ``hal0-lemonade install`` uses for the release step) with
 thin timing wrappers around its phases; nothing in src/ is changed.  ``--noop ROOT ARGS...``
-instead profiles a whole CLI run (``cli.main``) on a converged root; ``--whatif VARIANTS DEST
-URL SHA256`` times the bare data path with the changes proposed in BENCHMARKS.md.
+instead profiles a whole CLI run (``cli.main``) on a converged root; ``--whatif VARIANT ROOT
+URL SHA256 VERSION`` times the same release step with one piece switched off from outside
+src/ (see ``whatif``), to show what that piece costs or buys.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import time
 T_START = time.monotonic()
 
 import cProfile  # noqa: E402 - the import time of what follows is part of the measurement
-import importlib  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
+import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 from typing import Any, BinaryIO  # noqa: E402
@@ -28,7 +29,6 @@ from hal0_lemonade.releases import Pin  # noqa: E402
 from hal0_lemonade.resources import release  # noqa: E402
 
 T_IMPORTED = time.monotonic()
-PYDEPS = Path(__file__).resolve().parent.parent / ".cache" / "bench" / "pydeps"
 TIMES: dict[str, float] = {}
 
 
@@ -80,55 +80,35 @@ class _NullHash:
         return "0" * 64
 
 
-WHATIF_MODULES = {"isal": "isal.igzip", "zlibng": "zlib_ng.gzip_ng"}
+def _no_sync(*_args: object) -> None:
+    return None
 
 
-class _ReadInto(io.RawIOBase):
-    """isal's and zlib-ng's GzipFile want ``readinto``; archive.py hands them ``read`` only."""
+def whatif(variant: str, root: Path, url: str, sha: str, version: str) -> dict[str, Any]:
+    """The release step (fetch, verify, extract, records, syncs, swap), with one change.
 
-    def __init__(self, raw: Any) -> None:
-        super().__init__()
-        self._raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _gzip_shim(module_name: str) -> SimpleNamespace:
-    module = importlib.import_module(module_name)
-
-    def gzip_file(*, fileobj: Any, mode: str) -> Any:
-        return module.GzipFile(fileobj=_ReadInto(fileobj), mode=mode)
-
-    return SimpleNamespace(GzipFile=gzip_file, BadGzipFile=module.BadGzipFile)
-
-
-def whatif(variants: set[str], dest: Path, url: str, sha: str) -> dict[str, Any]:
-    """The release data path (HTTP -> SHA-256 -> gzip -> tar -> files), changed as named.
-
-    ``isal``/``zlibng``: archive.py's ``gzip`` swapped for the drop-in module; ``bigbuf``: a
-    1 MiB BufferedReader between the hashing reader and gzip (3.11's GzipFile reads 8 KiB at
-    a time); ``nohash``: no per-file SHA-256 (the cost a hashing thread could take off the
-    critical path).  No download-cache tee, no syncfs: the pure data path.
+    ``stdlib zlib``: archive.py's inflate on the stdlib's zlib instead of zlib-ng (what the
+    dependency buys); ``no early sync``: no flushes while the release arrives, only the final
+    ones; ``no per-file hash``: the manifest's SHA-256s skipped (the most a hashing thread could
+    take off the main thread); ``no sync at all``: no fsync/syncfs anywhere (what durability
+    costs: the shell pipeline syncs nothing).
     """
-    sys.path.append(str(PYDEPS))  # isal / zlib-ng, when `python -m bench --fast-inflate` put them
-    for name in variants & WHATIF_MODULES.keys():
-        archive.gzip = _gzip_shim(WHATIF_MODULES[name])  # type: ignore[attr-defined,assignment]
-    if "nohash" in variants:
+    if variant == "stdlib zlib":
+        archive._zlib = zlib  # type: ignore[attr-defined]
+    elif variant == "no early sync":
+        release._EarlySync.INTERVAL = 0
+    elif variant == "no per-file hash":
         archive.hashlib = SimpleNamespace(sha256=_NullHash)  # type: ignore[attr-defined,assignment]
+    elif variant == "no sync at all":
+        release._EarlySync.INTERVAL = 0
+        fsops.syncfs = _no_sync  # type: ignore[assignment]
+        os.fsync = _no_sync  # type: ignore[assignment]
+    elif variant != "as is":
+        raise SystemExit(f"unknown what-if variant {variant!r}")
+    pin = releases.resolve(version, url, sha, skip_sha=False)
     started = time.monotonic()
-    reader = fetch.HashingReader(fetch.HttpBody(url, timeout=30.0))
-    stream: BinaryIO = reader  # type: ignore[assignment]
-    if "bigbuf" in variants:
-        stream = io.BufferedReader(reader, 1 << 20)
-    archive.extract(stream, dest)
-    reader.verify(sha, what="bench")
-    return {"seconds": time.monotonic() - started}
+    release.Installer(Layout(root)).install(pin)
+    return {"step": time.monotonic() - started}
 
 
 def main(argv: list[str]) -> int:
@@ -142,8 +122,7 @@ def main(argv: list[str]) -> int:
     if prof is not None:
         prof.enable()
     if argv[0] == "--whatif":
-        variants = {v for v in argv[1].split(",") if v and v != "stdlib"}
-        result = whatif(variants, Path(argv[2]), argv[3], argv[4])
+        result = whatif(argv[1], Path(argv[2]), argv[3], argv[4], argv[5])
     elif argv[0] == "--noop":
         code = cli.main(argv[1:])
         result = {"exit": code}
