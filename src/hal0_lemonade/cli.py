@@ -98,6 +98,12 @@ def cli() -> None:
     "--dry-run", "--dev", "dry_run", is_flag=True, help="Print the plan with diffs; change nothing."
 )
 @click.option("--no-start", is_flag=True, help="Install files only; do not enable or start.")
+@click.option(
+    "--reinstall",
+    is_flag=True,
+    help="Re-extract the release from a verified archive even if it looks current "
+    "(repairs files `doctor` reports as changed).",
+)
 @json_option()
 @click.option(
     "--quiet", "-q", is_flag=True, help="No download progress; step lines and errors only."
@@ -118,6 +124,7 @@ def _install(
     threads: int | None,
     dry_run: bool,
     no_start: bool,
+    reinstall: bool,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -134,6 +141,7 @@ def _install(
         threads=threads,
         dry_run=dry_run,
         start=not no_start,
+        reinstall=reinstall,
     )
     layout = wanted.layout
     if not dry_run and layout.is_host_root and os.geteuid() != 0:

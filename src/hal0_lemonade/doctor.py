@@ -104,8 +104,8 @@ def files_check(layout: Layout) -> tuple[Check, list[str]]:
     else:
         hint = (
             "install checks sizes only and will not notice this: "
-            "`hal0-lemonade uninstall && hal0-lemonade install` reinstalls the release from a "
-            "verified archive (state, models and the account are kept); then find out who "
+            "`hal0-lemonade install --reinstall` re-extracts the release from a verified "
+            "archive (the download cache, so no network is needed); then find out who "
             "changed it"
         )
     return Check("files", False, detail, hint), problems

@@ -45,7 +45,7 @@ def build_steps(
     was = release.probe(layout)
     steps = [
         pin_step(settings),
-        release.plan(layout, settings.pin, was, installer),
+        release.plan(layout, settings.pin, was, installer, reinstall=settings.reinstall),
         account.plan(layout, account.probe(layout), runner),
         daemon_config.plan(
             layout,

@@ -38,6 +38,7 @@ class Settings:
     warnings: tuple[str, ...] = ()
     port_source: str = "default"
     operator: opconfig.OperatorConfig = field(default_factory=opconfig.none)
+    reinstall: bool = False  # re-extract the release even when it looks current
 
 
 def _truthy(value: str | None) -> bool:
@@ -53,6 +54,7 @@ def build(
     threads: int | None,
     dry_run: bool,
     start: bool,
+    reinstall: bool = False,
     env: Mapping[str, str] | None = None,
     budget: cpu_probe.CpuBudget | None = None,
 ) -> Settings:
@@ -84,6 +86,7 @@ def build(
         port=port.value,
         port_source=port.source,
         operator=operator,
+        reinstall=reinstall,
     )
 
 

@@ -119,12 +119,18 @@ def test_same_size_tampering_is_found_by_name_and_the_hint_repairs_it(
     human = cli("doctor", "--root", open_root)
     assert "FAIL files" in human.out and "lemond: content changed" in human.out
 
-    # The hint is true: install alone does not notice, uninstall + install repairs.
+    # The hint is true: install alone does not notice, install --reinstall repairs, and the
+    # damaged copy does not become the release to roll back to.
     assert cli(*install_args(open_root, s)).step("Lemonade release")["status"] == "ok"
     assert cli("doctor", "--root", open_root).code == 1
-    assert cli("uninstall", "--root", open_root).code == 0
-    assert cli(*install_args(open_root, s)).code == 0
+    previous = open_root / "opt/lemonade.releases/previous"
+    assert not previous.exists()
+    repaired = cli(*install_args(open_root, s, "--reinstall"))
+    assert repaired.code == 0, repaired.err
+    assert repaired.step("Lemonade release")["status"] == "changed"
+    assert not previous.exists()
     assert cli("doctor", "--root", open_root).code == 0
+    assert len(list((open_root / "opt/lemonade.releases").iterdir())) == 1
 
 
 def test_corruption_added_files_and_loosened_modes_are_named(

@@ -104,13 +104,27 @@ def is_current(state: ReleaseState, pin: Pin) -> bool:
     )
 
 
-def plan(layout: Layout, pin: Pin, state: ReleaseState, installer: Installer) -> Step:
+def plan(
+    layout: Layout, pin: Pin, state: ReleaseState, installer: Installer, *, reinstall: bool = False
+) -> Step:
     step = Step(
         STEP,
         hint="re-run the install; the previous release stays live until the new one is "
         "complete and verified",
     )
-    if is_current(state, pin):
+    current = is_current(state, pin)
+    if current and reinstall:
+        # The cheap integrity check compares sizes only; --reinstall re-extracts from a
+        # verified archive, which also repairs same-size tampering that `doctor` found.
+        source = "cached download" if installer.cache_hit(pin) else pin.artifact
+        step.actions.append(
+            Action(
+                f"reinstall {pin.version} at {layout.live} from {source} (--reinstall)",
+                lambda: installer.install(pin, fresh=True),
+            )
+        )
+        return step
+    if current:
         step.ok_detail = f"{pin.version} already installed at {layout.live}"
         litter = installer.leftovers()
         if litter:
@@ -182,11 +196,12 @@ class Installer:
             return None
         return tree if not _intact(tree) else None
 
-    def install(self, pin: Pin) -> str:
+    def install(self, pin: Pin, *, fresh: bool = False) -> str:
+        """Install ``pin``; ``fresh`` re-extracts even when a tree of it is kept or live."""
         releases = self.layout.releases.real
         releases.mkdir(mode=0o755, parents=True, exist_ok=True)
         self._clean_staging()
-        kept = self.reusable(pin)
+        kept = None if fresh else self.reusable(pin)
         if kept is not None:
             self._go_live(kept.name)
             self.prune()
@@ -206,7 +221,7 @@ class Installer:
             fsops.remove_tree(staging)
             raise
         failpoints.hit("release.renamed")
-        self._go_live(final.name)
+        self._go_live(final.name, same_release=pin.release_id if fresh else None)
         failpoints.hit("release.live")
         self.prune()
         return f"installed {pin.version} ({how}, {extracted.total_bytes // 1_000_000} MB)"
@@ -338,13 +353,21 @@ class Installer:
         fsops.atomic_write(tree / MARKER, format_marker(pin).encode())
 
     # -- pointers --------------------------------------------------------------------------
-    def _go_live(self, release_name: str) -> None:
+    def _go_live(self, release_name: str, *, same_release: str | None = None) -> None:
+        """Point live at ``release_name``; the old live one becomes ``previous``.
+
+        ``same_release``: a reinstall of that release id. The tree it replaces is a copy of
+        the same release (possibly damaged), not something to roll back to, so ``previous``
+        stays as it is.
+        """
         live = self.layout.live.real
         releases = self.layout.releases.real
         rel_prefix = releases.name + "/"
-        old = str(live.readlink()) if live.is_symlink() else None
-        if old is not None and old.removeprefix(rel_prefix) != release_name:
-            fsops.point_symlink(self.layout.previous.real, old.removeprefix(rel_prefix))
+        link = str(live.readlink()) if live.is_symlink() else None
+        old = link.removeprefix(rel_prefix) if link is not None else None
+        replacing_itself = same_release is not None and (old or "").startswith(same_release)
+        if old is not None and old != release_name and not replacing_itself:
+            fsops.point_symlink(self.layout.previous.real, old)
         displaced = fsops.point_symlink(live, rel_prefix + release_name)
         if displaced is not None:
             # A seed-era /opt/lemonade directory: keep it as the previous release.
