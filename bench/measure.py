@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,11 @@ def _chunks(path: Path, size: int = 1 << 20) -> list[bytes]:
         return list(iter(lambda: fh.read(size), b""))
 
 
-def inflate_seconds(path: Path, make: Callable[[], object], reps: int = 3) -> float:
+class _Decompressor(Protocol):
+    def decompress(self, data: bytes, /) -> bytes: ...
+
+
+def inflate_seconds(path: Path, make: Callable[[], _Decompressor], reps: int = 3) -> float:
     """Median time to inflate the whole .gz in memory, output discarded (no writes)."""
     chunks = _chunks(path)
     times = []
@@ -115,7 +120,7 @@ def inflate_seconds(path: Path, make: Callable[[], object], reps: int = 3) -> fl
         started = time.monotonic()
         d = make()
         for chunk in chunks:
-            d.decompress(chunk)  # type: ignore[attr-defined]
+            d.decompress(chunk)
         times.append(time.monotonic() - started)
     return median(times)
 
@@ -148,7 +153,7 @@ def micro(path: Path, reps: int = 3) -> list[tuple[str, float]]:
     rows.append(("SHA-256 of the unpacked bytes (the per-file manifest hashes)", hash_time))
     if importlib.util.find_spec("zlib_ng") is not None:  # a dependency; absent only by hand
         mod = importlib.import_module("zlib_ng.zlib_ng")
-        make: Callable[[], object] = functools.partial(mod.decompressobj, 31)
+        make: Callable[[], _Decompressor] = functools.partial(mod.decompressobj, 31)
         rows.append(
             ("zlib-ng inflate (what archive.py uses), no writes", inflate_seconds(path, make, reps))
         )
@@ -171,15 +176,15 @@ def create_ms(directory: Path, files: int = 300) -> float:
 
 def top_functions(stats_file: Path, limit: int = 12) -> list[tuple[str, int, float, float]]:
     """(function, calls, own time, cumulative time), heaviest own time first."""
-    stats = pstats.Stats(str(stats_file))
-    table = stats.stats  # type: ignore[attr-defined]
+    profile = pstats.Stats(str(stats_file)).get_stats_profile()
     rows = []
-    for (filename, line, func), (_, ncalls, tottime, cumtime, _) in table.items():
-        short = filename
+    for func, fp in profile.func_profiles.items():
+        short = fp.file_name
         for marker in ("site-packages/", "src/", "lib/python3.11/"):
             if marker in short:
                 short = short.split(marker, 1)[1]
-        where = f"{short}:{line}({func})" if line else func
-        rows.append((where, int(ncalls), float(tottime), float(cumtime)))
+        where = f"{short}:{fp.line_number}({func})" if fp.file_name != "~" else func
+        ncalls = int(str(fp.ncalls).split("/", 1)[0])
+        rows.append((where, ncalls, float(fp.tottime), float(fp.cumtime)))
     rows.sort(key=lambda r: r[2], reverse=True)
     return rows[:limit]
