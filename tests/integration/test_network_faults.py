@@ -154,6 +154,13 @@ FAULTS: dict[str, Fault] = {
     ),
     "redirect": Fault(_fault(Redirect("/elsewhere.tar.gz")), ok=True),
     "redirect loop": Fault(_fault(RedirectLoop()), ok=False, expect="too many redirects"),
+    # A server must not be able to point the download at a local file or another scheme.
+    "redirect to file://": Fault(
+        _fault(Redirect("file:///etc/passwd")), ok=False, expect="refusing a redirect"
+    ),
+    "redirect to ftp://": Fault(
+        _fault(Redirect("ftp://127.0.0.1/x.tar.gz")), ok=False, expect="refusing a redirect"
+    ),
     "wrong content (digest)": Fault(_fault(WrongContent()), ok=False, expect="SHA-256 mismatch"),
     "slow trickle": Fault(
         _fault(Trickle(chunk=32 * 1024, interval=0.01, max_seconds=20)), ok=True, check=_gets(1)
@@ -164,7 +171,7 @@ FAULTS: dict[str, Fault] = {
     "connection refused": Fault(
         lambda net: {},
         ok=False,
-        expect="ConnectError",
+        expect="Connection refused",
         artifact=lambda net, url: f"http://127.0.0.1:{free_port()}/x.tar.gz",
     ),
 }

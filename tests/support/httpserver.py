@@ -3,6 +3,7 @@
 Both run ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) in a daemon thread and are
 context managers. Every sleep a fault makes is bounded (``MAX_FAULT_SECONDS``) and
 wakes early when the server stops, so a misbehaving client cannot hang the suite.
+Given ``tls=`` (a server-side ``ssl.SSLContext``), a server speaks HTTPS instead.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -198,15 +200,33 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], owner: Any, tls: ssl.SSLContext | None
+    ) -> None:
         super().__init__(("127.0.0.1", 0), handler)
         self.owner = owner
+        self.tls = tls
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is None:
+            return sock, address
+        # The handshake is left to the connection's own thread (finish_request): done here,
+        # in accept, one client that never sends a hello would block every other one.
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(MAX_FAULT_SECONDS)
+            request.do_handshake()  # a failure goes to handle_error, like any other
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that drop the connection on purpose (timeouts, resets under test) are the
-        # point of many tests; a traceback on stderr would leak into another test's output.
+        # Clients that drop the connection on purpose (timeouts, resets under test) or refuse
+        # our certificate (an ssl.SSLError in the handshake) are the point of many tests; a
+        # traceback on stderr would leak into another test's output.
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)
 
@@ -216,11 +236,14 @@ class _Loopback:
 
     httpd: _Server
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._requests: list[RequestRecord] = []
-        self.httpd = _Server(handler, self)
+        self.tls = tls
+        self.httpd = _Server(handler, self, tls)
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -231,7 +254,8 @@ class _Loopback:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -276,10 +300,13 @@ class _Loopback:
 
 
 class HTTPTestServer(_Loopback):
-    """Serves registered resources; see the fault classes for injected misbehaviour."""
+    """Serves registered resources; see the fault classes for injected misbehaviour.
 
-    def __init__(self) -> None:
-        super().__init__(_FileHandler)
+    ``tls``: a server-side ``ssl.SSLContext`` (its certificate loaded) to serve HTTPS.
+    """
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(_FileHandler, tls)
         self._resources: dict[str, _Resource] = {}
 
     def add(
@@ -467,10 +494,11 @@ class ProxyServer(_Loopback):
     """A minimal forward proxy for absolute-URI ``http://`` GET/HEAD requests.
 
     It records every request it sees (``requests``); CONNECT (https) is refused with 501.
+    ``tls`` makes it an HTTPS proxy (the client's connection to it is TLS).
     """
 
-    def __init__(self) -> None:
-        super().__init__(_ProxyHandler)
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(_ProxyHandler, tls)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
