@@ -8,12 +8,14 @@ names, links that stay in the tree, bounded size and entry count, required membe
 The gzip layer is ours too, read to its end, so a bad CRC or length, a truncated stream or
 trailing garbage is refused even where no digest was pinned.
 
-One pass, on both cores: a second thread reads the source (which hashes it and tees it to the
-download cache as it goes) and inflates it into a small bounded queue, while this thread parses
-the tar headers and writes and hashes the files.  zlib, hashlib and file writes release the GIL
-on large buffers, so the two overlap.  Inflate uses ``zlib_ng`` when it is importable (about
-2.5x faster than the stdlib's zlib, same API and the same checks), stdlib ``zlib`` otherwise.
-Memory stays flat: at most ``_QUEUE`` inflated chunks of at most ``_OUT`` bytes are in flight.
+One pass, on both cores, in three stages joined by small bounded queues: one thread reads the
+source (which hashes it and tees it to the download cache as it goes), a second inflates it,
+and the calling thread parses the tar headers and writes and hashes the files.  recv, zlib,
+hashlib and file writes release the GIL on large buffers, so the stages overlap.  Inflate
+uses ``zlib_ng`` when it is importable (about 2.5x faster than the stdlib's zlib, same API and
+the same checks), stdlib ``zlib`` otherwise.
+Memory stays flat: at most ``_AHEAD`` compressed chunks of at most ``_IN`` bytes and ``_QUEUE``
+inflated chunks of at most ``_OUT`` bytes are in flight.
 
 The bomb caps come from :meth:`Limits.from_env` -- the one place that reads
 ``HAL0_LEMONADE_MAX_UNPACKED_BYTES`` and ``HAL0_LEMONADE_MAX_ENTRIES``.
@@ -65,9 +67,10 @@ REQUIRED_FILES = (
 # Upstream's release smoke test rejects archives carrying the desktop/tray pieces.
 FORBIDDEN_PREFIXES = ("lemonade-server", "lemonade-app", "lemonade-tray", "LemonadeServer")
 FORBIDDEN_DIRS = ("resources/web-app",)
-_IN = 256 * 1024  # compressed bytes asked of the source per read
+_IN = 1 << 20  # compressed bytes asked of the source per read
 _OUT = 1 << 20  # the most one inflate call may produce: bounds memory against a bomb
 _QUEUE = 8  # inflated chunks in flight between the two threads
+_AHEAD = 4  # compressed chunks read ahead of the inflate
 _GZIP_MAGIC = b"\x1f\x8b"
 _TRUNCATED = "Compressed file ended before the end-of-stream marker was reached"
 MAX_BYTES_ENV = "HAL0_LEMONADE_MAX_UNPACKED_BYTES"
@@ -312,6 +315,47 @@ class _InflateError(Exception):
 _END = b""
 
 
+class _Prefetch(threading.Thread):
+    """Reads the source ahead on its own thread, so fetching, hashing and teeing the
+    compressed bytes overlap the inflate instead of taking turns with it."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        super().__init__(name="hal0-fetch", daemon=True)
+        self._source = source
+        self.chunks: queue.Queue[bytes | _InflateError] = queue.Queue(maxsize=_AHEAD)
+        self._stopping = False
+        self._failed: _InflateError | None = None
+
+    def run(self) -> None:
+        try:
+            while not self._stopping:
+                chunk = self._source.read(_IN)
+                self.chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the reader, raised there
+            self.chunks.put(_InflateError(exc))
+
+    def read(self, _size: int = -1) -> bytes:
+        """The next chunk as the source returned it; b"" at the end."""
+        if self._failed is not None:
+            raise self._failed.exc
+        item = self.chunks.get()
+        if isinstance(item, _InflateError):
+            self._failed = item
+            raise item.exc
+        if not item:
+            self.chunks.put(item)  # the end stays the end for a later read
+        return item
+
+    def stop(self) -> None:
+        self._stopping = True
+        while self.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self.chunks.get(timeout=0.05)
+        self.join()
+
+
 class _Inflater(threading.Thread):
     """Reads the compressed source and inflates it into ``self.chunks``, on its own thread.
 
@@ -455,10 +499,22 @@ def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extra
         raise _corrupt("the archive is a zero-byte file")
     if head != _GZIP_MAGIC:
         raise _corrupt(f"not a gzip-compressed archive (it starts with {head!r})")
-    inflater = _Inflater(stream, head)
+    prefetch = _Prefetch(stream)
+    inflater = _Inflater(cast(BinaryIO, prefetch), head)
     data = _Feed(inflater)
     extractor = _Extractor(dest, limits or Limits.from_env(), data)
+    prefetch.start()
     inflater.start()
+    try:
+        _extract_all(extractor, data)
+    finally:
+        inflater.stop()
+        prefetch.stop()
+    return extractor.finish()
+
+
+def _extract_all(extractor: _Extractor, data: _Feed) -> None:
+    """Every member through the policy, then the gzip stream to its end; errors as ours."""
     try:
         try:
             with tarfile.TarFile(fileobj=data, mode="r") as tar:  # type: ignore[arg-type]
@@ -485,9 +541,6 @@ def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extra
         if str(exc) == "empty file":
             raise _corrupt("the archive is empty (no tar data inside the gzip stream)") from exc
         raise _corrupt(f"not a tar archive inside the gzip stream ({exc})") from exc
-    finally:
-        inflater.stop()
-    return extractor.finish()
 
 
 def _corrupt(message: str) -> ArchiveError:

@@ -210,9 +210,13 @@ class Installer:
         staging.mkdir(mode=0o755)
         try:
             with _EarlySync(staging):
-                extracted, how = self._fetch_into(pin, staging)
+                extracted, how, download = self._fetch_into(pin, staging)
             self._write_records(staging, pin, extracted)
-            fsops.syncfs(staging)
+            if download is not None and download.stat().st_dev != staging.stat().st_dev:
+                fsops.fsync_file(download)  # the syncfs below covers it only on the same fs
+            fsops.syncfs(staging)  # one flush for the new tree and the downloaded archive
+            if download is not None:
+                self._keep_download(pin, download)
             failpoints.hit("release.staged")
             final = self._final_name(pin)
             staging.rename(final)
@@ -241,12 +245,13 @@ class Installer:
             return final
         return releases / f"{pin.release_id}.{secrets.token_hex(3)}"
 
-    def _fetch_into(self, pin: Pin, staging: Path) -> tuple[archive.Extracted, str]:
+    def _fetch_into(self, pin: Pin, staging: Path) -> tuple[archive.Extracted, str, Path | None]:
+        """Extract ``pin`` into ``staging``: the extracted tree, where it came from, and the
+        complete download still to be kept in the cache (None if nothing was downloaded)."""
         if self.cache_hit(pin):
             try:
-                return self._extract(fetch.FileBody(self._cache_file(pin)), pin, staging), (
-                    "from the download cache"
-                )
+                body = fetch.FileBody(self._cache_file(pin))
+                return self._extract(body, pin, staging), "from the download cache", None
             except IntegrityError:
                 # A corrupt cache entry is not the operator's problem: drop it and download.
                 self._cache_file(pin).unlink(missing_ok=True)
@@ -254,14 +259,19 @@ class Installer:
                 staging.mkdir(mode=0o755)
         if not fetch.is_remote(pin.artifact):
             body = fetch.FileBody(fetch.local_path(pin.artifact))
-            return self._extract(body, pin, staging), "from a local file"
-        return self._download(pin, staging), "downloaded"
+            return self._extract(body, pin, staging), "from a local file", None
+        extracted, part = self._download(pin, staging)
+        return extracted, "downloaded", part
 
-    def _download(self, pin: Pin, staging: Path) -> archive.Extracted:
+    def _download(self, pin: Pin, staging: Path) -> tuple[archive.Extracted, Path | None]:
+        """Download and extract; a verified download is teed to ``<sha>.tar.gz.part`` in the
+        cache, which :meth:`_keep_download` renames once it is on disk."""
+        from hal0_lemonade import download  # urllib & co.: only paid when downloading
+
         if not pin.verified:
             # Nothing to key a cache entry by: stream straight through.
-            body = fetch.HttpBody(pin.artifact, timeout=self.http_timeout)
-            return self._extract(body, pin, staging)
+            body = download.HttpBody(pin.artifact, timeout=self.http_timeout)
+            return self._extract(body, pin, staging), None
         cache = self.layout.download_cache.real
         cache.mkdir(mode=0o755, parents=True, exist_ok=True)
         part = cache / f"{pin.sha256}.tar.gz.part"
@@ -270,7 +280,7 @@ class Installer:
         saved = fetch.read_partial_meta(meta) if kept else {}
         if saved.get("url") != pin.artifact:
             kept = 0
-        body = fetch.HttpBody(
+        body = download.HttpBody(
             pin.artifact,
             timeout=self.http_timeout,
             offset=kept,
@@ -297,12 +307,14 @@ class Installer:
             finally:
                 if prefix is not None:
                     prefix.close()
-            tee.flush()
-            os.fsync(tee.fileno())
+        return extracted, part
+
+    def _keep_download(self, pin: Pin, part: Path) -> None:
+        """The verified, synced download becomes the cache entry (a kill before this leaves a
+        complete ``.part``, which the next download finds whole: a 416, no re-download)."""
         part.rename(self._cache_file(pin))
-        meta.unlink(missing_ok=True)
-        fsops.fsync_dir(cache)
-        return extracted
+        part.with_name(part.name + ".json").unlink(missing_ok=True)
+        fsops.fsync_dir(part.parent)
 
     def _extract(
         self,
