@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
-from hal0_lemonade import (
-    __version__,
-    config_cmd,
-    doctor,
-    engine,
-    plan,
-    progress,
-    report,
-    rollback,
-    settings,
-    status,
-    uninstall,
-)
+from hal0_lemonade import __version__, engine, plan, progress, report, settings
 from hal0_lemonade.clikit import (
     EXIT_FAIL,
     EXIT_OK,
@@ -80,7 +69,32 @@ def _http_timeout() -> float:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=CLI_EPILOG)
+# Subcommands that live in their own modules, imported only when one of them runs (or --help
+# lists them): an install need not pay for doctor's, config's or uninstall's imports.
+_ELSEWHERE = {
+    "rollback": ("hal0_lemonade.rollback", "rollback_cmd"),
+    "doctor": ("hal0_lemonade.doctor", "command"),
+    "uninstall": ("hal0_lemonade.uninstall", "command"),
+    "config": ("hal0_lemonade.config_cmd", "group"),
+}
+
+
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_ELSEWHERE])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _ELSEWHERE:
+            module, attr = _ELSEWHERE[cmd_name]
+            return cast(click.Command, getattr(importlib.import_module(module), attr))
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=CLI_EPILOG,
+)
 @click.version_option(__version__, prog_name="hal0-lemonade")
 def cli() -> None:
     """Install and check Lemonade Server (lemond) as the systemd service hal0-lemonade."""
@@ -181,6 +195,8 @@ def _install(
 def status_cmd(root: Path, as_json: bool) -> int:
     """Report what is installed; exit 0 only when every check holds."""
 
+    from hal0_lemonade import status  # only this command needs it
+
     def body() -> int:
         version, checks = status.collect(Layout(root), SubprocessRunner())
         ok = all(c.ok is not False for c in checks)
@@ -215,10 +231,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("aborted\n")
         return EXIT_FAIL
     return rv if isinstance(rv, int) else EXIT_OK
-
-
-# Further subcommands live in their own modules and register here, one line each.
-cli.add_command(rollback.rollback_cmd)
-cli.add_command(doctor.command)
-cli.add_command(uninstall.command)
-cli.add_command(config_cmd.group)
