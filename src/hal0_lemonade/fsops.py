@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from hal0_lemonade import failpoints
@@ -89,6 +90,25 @@ def atomic_write(
     fsync_dir(path.parent)
 
 
+def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Create ``path``, which must not exist, holding ``data``: not synced, not renamed.
+
+    Only for files inside a tree that nothing sees yet and that is synced as a whole before
+    it is renamed into view (a staging dir): a kill leaves a tree that is thrown away.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        half = len(data) // 2
+        os.write(fd, data[:half])
+        failpoints.hit(f"write.{path.name}.partial")  # a half-written file
+        view = memoryview(data)[half:]
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def ensure_dir(path: Path, *, mode: int = 0o755, uid: int = -1, gid: int = -1) -> bool:
     """Create ``path`` (and parents) and set its mode/owner; True when anything changed."""
     changed = False
@@ -105,13 +125,22 @@ def ensure_dir(path: Path, *, mode: int = 0o755, uid: int = -1, gid: int = -1) -
     return changed
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The C library this process already runs on (not ctypes.util.find_library, which runs
+    # ldconfig in a subprocess on every call).
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def libc_function(name: str) -> Callable[..., int] | None:
+    """``name`` from the C library, or None where it lacks it (not glibc, old glibc)."""
+    func: Callable[..., int] | None = getattr(_libc(), name, None)
+    return func
+
+
 def _renameat2_exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux RENAME_EXCHANGE); False when unsupported here."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
+    renameat2 = libc_function("renameat2")
     if renameat2 is None:
         return False
     rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
@@ -156,8 +185,7 @@ def point_symlink(link: Path, target: str) -> Path | None:
 
 def syncfs(path: Path) -> None:
     """Flush the filesystem holding ``path`` (one call instead of an fsync per file)."""
-    libc_name = ctypes.util.find_library("c")
-    func = getattr(ctypes.CDLL(libc_name), "syncfs", None) if libc_name else None
+    func = libc_function("syncfs")
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         if func is None or func(fd) != 0:

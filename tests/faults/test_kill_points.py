@@ -47,8 +47,8 @@ _WRITES = ("partial", "synced", "renamed")
 _RELEASE_INSIDE = [
     *(f"download.chunk#{n}" for n in (1, 6, 12, 18)),
     *(f"extract.member#{n}" for n in (1, 5, 10, 15)),
-    *(f"write..hal0-manifest.json.{w}" for w in _WRITES),
-    *(f"write..installed-version.{w}" for w in _WRITES),
+    "write..hal0-manifest.json.partial",  # written into staging, which is synced as a whole
+    "write..installed-version.partial",
     "release.staged",
     "release.renamed",
 ]

@@ -7,7 +7,6 @@ back are each one atomic rename of a symlink, and the live path is never a half-
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -209,12 +208,13 @@ class Installer:
         staging = releases / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
         staging.mkdir(mode=0o755)
         try:
-            with _EarlySync(staging):
+            with _EarlySync(staging) as early:
                 extracted, how, download = self._fetch_into(pin, staging)
-            self._write_records(staging, pin, extracted)
-            if download is not None and download.stat().st_dev != staging.stat().st_dev:
-                fsops.fsync_file(download)  # the syncfs below covers it only on the same fs
-            fsops.syncfs(staging)  # one flush for the new tree and the downloaded archive
+                early.stop()  # a flush still running overlaps the records and the last one
+                self._write_records(staging, pin, extracted)
+                if download is not None and download.stat().st_dev != staging.stat().st_dev:
+                    fsops.fsync_file(download)  # the syncfs below covers it only on one fs
+                fsops.syncfs(staging)  # one flush for the new tree and the downloaded archive
             if download is not None:
                 self._keep_download(pin, download)
             failpoints.hit("release.staged")
@@ -361,8 +361,9 @@ class Installer:
             },
             "links": dict(sorted(extracted.links.items())),
         }
-        fsops.atomic_write(tree / MANIFEST, json.dumps(manifest, indent=1).encode())
-        fsops.atomic_write(tree / MARKER, format_marker(pin).encode())
+        # Plain writes: the staging tree is synced as a whole before it is renamed into view.
+        fsops.write_new(tree / MANIFEST, json.dumps(manifest, indent=1).encode())
+        fsops.write_new(tree / MARKER, format_marker(pin).encode())
 
     # -- pointers --------------------------------------------------------------------------
     def _go_live(self, release_name: str, *, same_release: str | None = None) -> None:
@@ -448,8 +449,7 @@ class _EarlySync:
         self._thread = threading.Thread(target=self._run, name="hal0-early-sync", daemon=True)
 
     def _run(self) -> None:
-        # libc's syncfs resolved once (fsops.syncfs looks libc up on every call).
-        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        syncfs = fsops.libc_function("syncfs")
         if syncfs is None:  # pragma: no cover - not glibc: the final syncfs does it all
             return
         fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
@@ -463,6 +463,10 @@ class _EarlySync:
         if self.INTERVAL > 0:
             self._thread.start()
         return self
+
+    def stop(self) -> None:
+        """No more flushes; one in progress finishes on its own (``__exit__`` waits for it)."""
+        self._done.set()
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
