@@ -51,7 +51,19 @@ def filesystem(path: Path) -> str:
                 best = (target, fstype, source)
     except OSError:
         pass
-    return f"{best[1]} ({best[2]} on {best[0]})"
+    journal = _journal(best[2]) if best[1] == "ext4" else ""
+    return f"{best[1]}{journal} ({best[2]} on {best[0]})"
+
+
+def _journal(source: str) -> str:
+    """ ", journaled" / ", no journal" for an ext4 on a block device (jbd2 lists journals)."""
+    jbd2 = Path("/proc/fs/jbd2")
+    if not source.startswith("/dev/") or not jbd2.is_dir():
+        return ""
+    name = Path(source).name + "-"
+    return (
+        ", journaled" if any(e.name.startswith(name) for e in jbd2.iterdir()) else (", no journal")
+    )
 
 
 def _version(dist: str) -> str:

@@ -35,6 +35,11 @@ class Timed:
 # A small, fresh launcher runs each measured command: ru_maxrss of a child that was forked
 # from this (large) process would start at this process's RSS (Linux carries the pre-exec
 # high-water mark over), so the launcher's own ~10 MiB is the floor instead.
+# After each rep the next waits this long on a synced, idle machine: right after a run that
+# wrote ~250 MB, the next run measured ~0.1-0.25 s slower (more CPU, not more I/O wait), and
+# a cold install does not start a fraction of a second after such a write on a real host.
+QUIET_S = 2.0
+
 LAUNCHER = """
 import json, os, resource, subprocess, sys, time
 started = time.monotonic()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,9 +17,9 @@ from typing import Any
 
 from tests.support.httpserver import HTTPTestServer
 
-from bench import archive, health_bench, machine, measure, report
+from bench import archive, health_bench, machine, measure, report, scratchfs
 from bench.archive import REPO
-from bench.measure import Timed, median
+from bench.measure import QUIET_S, Timed, median
 
 VENV_BIN = REPO / ".venv" / "bin"
 PY = VENV_BIN / "python"
@@ -92,9 +94,21 @@ def _check(t: Timed, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {t.code}):\n{t.out}\n{t.err}")
 
 
+SCRATCH_GIB = 6  # the 1 GiB archive's tree and cached download, and the converged root
+
+
 def _fresh(work: Path) -> Path:
     os.sync()  # nobody pays for the previous run's dirty pages
+    time.sleep(QUIET_S)
     return Path(tempfile.mkdtemp(prefix="rep-", dir=work))
+
+
+def compile_package() -> None:
+    """Write the package's bytecode, as ``pip install`` does (an editable install has none,
+    and PYTHONDONTWRITEBYTECODE, set on some machines, keeps it stale after every edit)."""
+    package = REPO / "src" / "hal0_lemonade"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([PY, "-m", "compileall", "-q", str(package)], env=env, check=True)
 
 
 def cold(res: Results, work: Path, url: str, built: archive.Built) -> Path:
@@ -190,7 +204,11 @@ def startup(res: Results) -> None:
     cases: dict[str, list[str | Path]] = {
         "python -c pass": [PY, "-c", "pass"],
         "python -c 'import hal0_lemonade.cli'": [PY, "-c", "import hal0_lemonade.cli"],
-        "python -c 'import httpx'": [PY, "-c", "import httpx"],
+        "python -c 'import hal0_lemonade.download'": [
+            PY,
+            "-c",
+            "import hal0_lemonade.download",
+        ],
         "hal0-lemonade --version": [HAL0, "--version"],
     }
     for _ in range(max(res.reps, 5)):
@@ -245,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir",
         type=Path,
         default=None,
-        help="where the measured installs and extractions write (default: the cache dir); "
-        "the report gives its filesystem and what one file create costs there",
+        help="where the measured installs and extractions write (default: a fresh ext4 on a "
+        "loop device, see bench/scratchfs.py, else the cache dir); the report gives its "
+        "filesystem and what one file create costs there",
     )
     p.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench")
     p.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
@@ -254,13 +273,26 @@ def main(argv: list[str] | None = None) -> int:
 
     cache: Path = args.cache_dir
     cache.mkdir(parents=True, exist_ok=True)
-    work_dir: Path = args.work_dir or cache
-    work_dir.mkdir(parents=True, exist_ok=True)
+    compile_package()
+    scratch: contextlib.AbstractContextManager[Path | None] = (
+        scratchfs.scratch_fs(cache, SCRATCH_GIB, log)
+        if args.work_dir is None
+        else contextlib.nullcontext(None)
+    )
+    with scratch as mounted:
+        work_dir: Path = args.work_dir or mounted or cache
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return _measure(args, work_dir, cache)
+
+
+def _measure(args: argparse.Namespace, work_dir: Path, cache: Path) -> int:
     work = Path(tempfile.mkdtemp(prefix="work-", dir=work_dir))
     res = Results(args.reps, machine.details(work))
-    # What one file create costs here and now: it varied 0.02-0.8 ms between runs on the
-    # machine this was written on, and each side creates 306 files.
+    # What one file create costs where the reps write, and on the repo's own disk (see
+    # bench/scratchfs.py for why the two can differ by 10x); each side creates 306 files.
     res.creates = [(str(work_dir), measure.create_ms(work))]
+    if work_dir.resolve() != cache.resolve():
+        res.creates.append((str(cache), measure.create_ms(cache)))
     started = time.monotonic()
     res.load.append(loadavg())
     try:
