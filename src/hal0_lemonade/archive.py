@@ -234,7 +234,9 @@ class _Extractor:
             self._mkdirs(parent)
         mode = 0o755 if m.mode & 0o111 else 0o644
         digest = hashlib.sha256()
-        fd = os.open(self.dest / rest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        # Created with its final mode (extract() runs under umask 0): no fchmod, which is one
+        # more inode update that can wait behind a journal commit of the early flushes.
+        fd = os.open(self.dest / rest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             # The member's bytes straight from the inflated chunks: no copies on the way.
             self.data.seek(m.offset_data)
@@ -243,7 +245,6 @@ class _Extractor:
                 left = view
                 while left:
                     left = left[os.write(fd, left) :]
-            os.fchmod(fd, mode)
         finally:
             os.close(fd)
         self.out.files[rest] = FileRecord(m.size, digest.hexdigest(), mode)
@@ -505,9 +506,13 @@ def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extra
     extractor = _Extractor(dest, limits or Limits.from_env(), data)
     prefetch.start()
     inflater.start()
+    # Exact modes (0755 dirs and programs, 0644 data) whatever the operator's umask: with
+    # umask 077 the release would be unreadable to the hal0 service user.
+    umask = os.umask(0)
     try:
         _extract_all(extractor, data)
     finally:
+        os.umask(umask)
         inflater.stop()
         prefetch.stop()
     return extractor.finish()

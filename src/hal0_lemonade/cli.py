@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -126,7 +126,17 @@ def cli() -> None:
 @step_numbering_options()
 def install(**opts: Any) -> int:
     """Install or converge Lemonade as the hal0-lemonade service."""
-    return guard(opts["as_json"], opts["debug"], lambda: _install(**opts))
+    return guard(opts["as_json"], opts["debug"], lambda: _under_umask_022(lambda: _install(**opts)))
+
+
+def _under_umask_022(body: Callable[[], int]) -> int:
+    """Every path is created with an explicit mode; a restrictive umask (077 in a hardened root
+    shell) must not leave /opt/lemonade.releases or its dirs untraversable by hal0."""
+    umask = os.umask(0o022)
+    try:
+        return body()
+    finally:
+        os.umask(umask)
 
 
 def _install(

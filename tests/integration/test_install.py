@@ -300,3 +300,28 @@ def test_relative_root_is_resolved(
     run = cli(*install_args(Path(root.name), s))
     assert run.code == 0, run.err
     assert "hal0" in _passwd(root)
+
+
+def test_release_modes_do_not_depend_on_the_operators_umask(
+    cli: CLI, root: Path, served: Callable[..., Served]
+) -> None:
+    """Under `umask 077` (a hardened root shell) the release must still be readable and
+    traversable by the hal0 service user: 0755 dirs and programs, 0644 data."""
+    old = os.umask(0o077)
+    try:
+        run = cli(*install_args(root, served(), "--no-start"))
+    finally:
+        os.umask(old)
+
+    assert run.code == 0, run.err
+    tree = (root / "opt/lemonade").resolve()
+    modes = {
+        p.relative_to(tree).as_posix(): stat.S_IMODE(p.lstat().st_mode)
+        for p in [tree, *tree.rglob("*")]
+        if not p.is_symlink()
+    }
+    assert modes["."] == 0o755
+    assert modes["resources"] == 0o755
+    assert modes["lemond"] == 0o755
+    assert modes["resources/defaults.json"] == 0o644
+    assert set(modes.values()) <= {0o755, 0o644}, modes
