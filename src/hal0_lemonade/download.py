@@ -256,7 +256,7 @@ class HttpBody:
         raise FetchError(
             f"download of {self.url} kept failing mid-transfer at byte {self.offset}: {last}",
             hint="check the network or the mirror; a re-run resumes the partial download "
-            "(HAL0_LEMONADE_HTTP_TIMEOUT sets the read timeout in seconds)",
+            "(HAL0_LEMONADE_HTTP_TIMEOUT sets the connect and read timeout in seconds)",
         )
 
     def _close_response(self) -> None:
