@@ -4,6 +4,8 @@ The installer verifies TLS against the system trust store, which OpenSSL lets SS
 replace: trusted through it, the certificate is accepted; otherwise the install fails on the
 certificate, fast, with nothing installed.  The CLI runs in-process, and a new TLS context is
 made per connection, so the env the ``cli`` fixture sets is what the download verifies with.
+The same holds through HTTPS_PROXY (a CONNECT tunnel): urllib reads the proxy variables when
+each download builds its ProxyHandler, and TLS still runs end to end with the server.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 
 from tests.integration.conftest import CLI, Served, install_args
 from tests.support.archives import ReleaseFactory
-from tests.support.httpserver import HTTPTestServer, Redirect
+from tests.support.httpserver import HTTPTestServer, ProxyServer, Redirect
 
 TIMEOUT = "2"  # HAL0_LEMONADE_HTTP_TIMEOUT: a handshake on loopback takes milliseconds
 
@@ -95,6 +97,20 @@ def _trust(bundle: Path, tmp_path: Path) -> dict[str, str]:
         "NO_PROXY": "127.0.0.1",
         "no_proxy": "127.0.0.1",
         "HAL0_LEMONADE_HTTP_TIMEOUT": TIMEOUT,
+    }
+
+
+def _via_proxy(bundle: Path, tmp_path: Path, proxy: ProxyServer) -> dict[str, str]:
+    """``_trust`` plus HTTPS_PROXY at ``proxy``; NO_PROXY emptied so 127.0.0.1 goes through it.
+
+    urllib reads both spellings (the lower-case one wins) when the download builds its
+    ProxyHandler, so both are set: a developer's own value must not be the one used."""
+    return {
+        **_trust(bundle, tmp_path),
+        "HTTPS_PROXY": proxy.base_url,
+        "https_proxy": proxy.base_url,
+        "NO_PROXY": "",
+        "no_proxy": "",
     }
 
 
@@ -183,6 +199,67 @@ def test_an_http_redirect_to_a_trusted_https_server_installs(  # noqa: PLR0917
     _installed(root, s)
     assert [r.method for r in http_server.requests_for("/start.tar.gz")] == ["GET"]
     assert [r.method for r in https_server.requests_for(f"/dl/{s.release.name}")] == ["GET"]
+
+
+def test_a_trusted_certificate_installs_through_an_https_proxy_tunnel(  # noqa: PLR0917
+    cli: CLI,
+    root: Path,
+    tmp_path: Path,
+    certs: tuple[Cert, Cert],
+    served_https: Callable[[], Served],
+    https_server: HTTPTestServer,
+    proxy_server: ProxyServer,
+) -> None:
+    s = served_https()
+
+    run = cli(
+        *install_args(root, s, "--no-start"),
+        env=_via_proxy(certs[0].cert, tmp_path, proxy_server),
+    )
+
+    assert run.code == 0, run.out
+    _installed(root, s)
+    # One tunnel to the https server (TLS runs end to end inside it), not a proxied GET.
+    target = f"127.0.0.1:{https_server.port}"
+    assert [(r.method, r.target) for r in proxy_server.requests] == [("CONNECT", target)]
+    assert [r.method for r in https_server.requests_for(f"/dl/{s.release.name}")] == ["GET"]
+
+
+@pytest.mark.parametrize("trusted", ["nothing", "an impostor"])
+def test_an_untrusted_certificate_through_a_proxy_is_refused_fast(  # noqa: PLR0917
+    cli: CLI,
+    root: Path,
+    tmp_path: Path,
+    certs: tuple[Cert, Cert],
+    served_https: Callable[[], Served],
+    https_server: HTTPTestServer,
+    proxy_server: ProxyServer,
+    trusted: str,
+) -> None:
+    s = served_https()
+    bundle = tmp_path / "empty.pem"
+    bundle.write_bytes(b"")
+    if trusted == "an impostor":
+        bundle = certs[1].cert
+
+    started = time.monotonic()
+    run = cli(*install_args(root, s, "--no-start"), env=_via_proxy(bundle, tmp_path, proxy_server))
+    elapsed = time.monotonic() - started
+
+    assert run.code == 1, run.out
+    error = run.json["error"]
+    assert "is not trusted" in error and "CERTIFICATE_VERIFY_FAILED" in error, error
+    assert "after 4 attempts" not in error, error
+    assert run.step("Lemonade release")["status"] == "failed"
+    live = root / "opt/lemonade"
+    assert not live.exists() and not live.is_symlink()
+    releases = root / "opt/lemonade.releases"
+    assert not releases.exists() or list(releases.iterdir()) == []
+    # The tunnel was made once (no retry), and no request crossed the unverified TLS.
+    target = f"127.0.0.1:{https_server.port}"
+    assert [(r.method, r.target) for r in proxy_server.requests] == [("CONNECT", target)]
+    assert https_server.requests == []
+    assert elapsed < 5, f"took {elapsed:.1f} s"
 
 
 def test_a_refused_handshake_leaves_no_traceback_on_the_servers_stderr(

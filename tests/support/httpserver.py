@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import select
 import socket
 import ssl
 import struct
@@ -491,9 +492,11 @@ _HOP_BY_HOP = frozenset(
 
 
 class ProxyServer(_Loopback):
-    """A minimal forward proxy for absolute-URI ``http://`` GET/HEAD requests.
+    """A minimal forward proxy: absolute-URI ``http://`` GET/HEAD, and CONNECT tunnels (https).
 
-    It records every request it sees (``requests``); CONNECT (https) is refused with 501.
+    It records every request it sees (``requests``; a CONNECT's ``target`` and ``path`` are
+    its ``host:port``).  A tunnel relays bytes both ways until either side closes, stays
+    open at most ``MAX_FAULT_SECONDS`` without traffic, and ends when the proxy stops.
     ``tls`` makes it an HTTPS proxy (the client's connection to it is TLS).
     """
 
@@ -504,6 +507,9 @@ class ProxyServer(_Loopback):
 class _ProxyHandler(BaseHTTPRequestHandler):
     server_version = "hal0-test-proxy"
     timeout = 30
+    # Unbuffered reads: a client may send its first tunnel bytes (a TLS hello) right behind
+    # the CONNECT head, and a buffered rfile would keep them from the relay.
+    rbufsize = 0
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -516,8 +522,23 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_CONNECT(self) -> None:
-        cast(_Server, self.server).owner._log(_record(self))
-        self._fail(501, "CONNECT is not supported by the test proxy")
+        owner: ProxyServer = cast(_Server, self.server).owner
+        owner._log(replace(_record(self), path=self.path))
+        self.close_connection = True  # after a tunnel (or a refusal) the connection is done
+        host, _, port = self.path.rpartition(":")
+        host = host.strip("[]")  # an IPv6 literal: [::1]:443
+        if not host or not port.isdigit():
+            self._fail(400, f"not a host:port CONNECT target: {self.path}")
+            return
+        try:
+            upstream = socket.create_connection((host, int(port)), timeout=MAX_FAULT_SECONDS)
+        except OSError as exc:
+            self._fail(502, f"cannot reach {self.path}: {exc}")
+            return
+        with upstream:
+            # Written raw: send_response would say HTTP/1.0 (this handler's protocol_version).
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            _relay(self.connection, upstream, owner.stopping)
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -548,6 +569,30 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.log_error("upstream failed: %s", exc)
         finally:
             conn.close()
+
+
+def _relay(client: socket.socket, upstream: socket.socket, stopping: threading.Event) -> None:
+    """Copy bytes both ways until either side closes or fails, ``stopping`` is set, or
+    nothing moves for ``MAX_FAULT_SECONDS``.  A side that drops mid-tunnel just ends it."""
+    peer = {client: upstream, upstream: client}
+    idle_until = time.monotonic() + MAX_FAULT_SECONDS
+    try:
+        while not stopping.is_set() and time.monotonic() < idle_until:
+            # select cannot see bytes an SSLSocket (a TLS proxy) has already decrypted.
+            ready: list[socket.socket] = [
+                s for s in peer if isinstance(s, ssl.SSLSocket) and s.pending()
+            ]
+            if not ready:
+                # A short wait so that stop() is noticed promptly.
+                ready = select.select(list(peer), [], [], 0.1)[0]
+            for sock in ready:
+                data = sock.recv(CHUNK)
+                if not data:
+                    return  # one side closed: the tunnel is over
+                peer[sock].sendall(data)
+                idle_until = time.monotonic() + MAX_FAULT_SECONDS
+    except (OSError, ValueError):  # reset, broken pipe, timeout; ValueError: a closed socket
+        return
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import socket
+import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +25,7 @@ from tests.support.httpserver import (
     Status,
     Trickle,
     WrongContent,
+    free_port,
 )
 
 DATA = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable enough
@@ -202,8 +205,97 @@ def test_proxy_forwards_and_records(
     assert caught.value.code == 404
 
 
-def test_proxy_refuses_connect(proxy_server: ProxyServer) -> None:
+def _connect(proxy: ProxyServer, target: str) -> tuple[socket.socket, bytes]:
+    """Open a raw CONNECT tunnel; return the socket and the proxy's answer head."""
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head and (chunk := sock.recv(1)):
+        head += chunk  # byte by byte: nothing past the head may be consumed here
+    return sock, head
+
+
+def _settle(before: set[threading.Thread], timeout: float = 5.0) -> float:
+    """Wait for every thread started since ``before`` to end; return the seconds it took.
+
+    Polled rather than joined: a handler thread may still be starting (join would raise)."""
+    began = time.monotonic()
+    new: list[threading.Thread] = []
+    while time.monotonic() - began < timeout:
+        new = [t for t in set(threading.enumerate()) - before if t.ident is None or t.is_alive()]
+        if not new:
+            return time.monotonic() - began
+        time.sleep(0.01)
+    raise AssertionError(f"threads still running after {timeout} s: {new}")
+
+
+def test_proxy_connect_relays_a_tunnel(
+    http_server: HTTPTestServer, proxy_server: ProxyServer
+) -> None:
+    http_server.add("/f.bin", DATA)
     conn = http.client.HTTPConnection("127.0.0.1", proxy_server.port, timeout=5)
-    conn.request("CONNECT", "example.org:443")
-    assert conn.getresponse().status == 501
-    assert proxy_server.requests[0].method == "CONNECT"
+    conn.set_tunnel("127.0.0.1", http_server.port)
+    try:
+        # Two requests over one tunnel: the relay keeps going until a side closes.
+        for _ in range(2):
+            conn.request("GET", "/f.bin")
+            assert conn.getresponse().read() == DATA
+    finally:
+        conn.close()
+    target = f"127.0.0.1:{http_server.port}"
+    assert [(r.method, r.target, r.path) for r in proxy_server.requests] == [
+        ("CONNECT", target, target)
+    ]
+    assert [(r.method, r.target) for r in http_server.requests] == [("GET", "/f.bin")] * 2
+
+
+def test_proxy_connect_answers_200_and_relays_raw_bytes(
+    http_server: HTTPTestServer, proxy_server: ProxyServer
+) -> None:
+    http_server.add("/f.bin", DATA)
+    sock, head = _connect(proxy_server, f"127.0.0.1:{http_server.port}")
+    with sock:
+        assert head == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        sock.sendall(b"GET /f.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):  # ends when the server closes, through the tunnel
+            received += chunk
+    assert received.partition(b"\r\n\r\n")[2] == DATA
+
+
+def test_proxy_connect_to_a_closed_port_is_502(proxy_server: ProxyServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy_server.port, timeout=5)
+    conn.request("CONNECT", f"127.0.0.1:{free_port()}")
+    assert conn.getresponse().status == 502
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", proxy_server.port, timeout=5)
+    conn.request("CONNECT", "no-port")
+    assert conn.getresponse().status == 400
+    conn.close()
+    assert [r.method for r in proxy_server.requests] == ["CONNECT", "CONNECT"]
+
+
+def test_a_client_dropping_mid_tunnel_leaves_no_traceback(
+    http_server: HTTPTestServer, proxy_server: ProxyServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    http_server.add("/f.bin", DATA)
+    before = set(threading.enumerate())
+    sock, head = _connect(proxy_server, f"127.0.0.1:{http_server.port}")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    sock.sendall(b"GET /f.bin HTTP/1.1\r\n")  # half a request, then a reset
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert _settle(before) < 2  # the relay and the upstream handler both ended
+    assert capsys.readouterr().err == ""
+
+
+def test_stop_is_prompt_with_an_idle_tunnel_open(http_server: HTTPTestServer) -> None:
+    proxy = ProxyServer().start()
+    before = set(threading.enumerate())
+    sock, head = _connect(proxy, f"127.0.0.1:{http_server.port}")
+    with sock:
+        assert head.startswith(b"HTTP/1.1 200 ")
+        began = time.monotonic()
+        proxy.stop()
+        assert time.monotonic() - began + _settle(before) < 2
+        assert sock.recv(1) == b""  # the proxy closed its end of the tunnel
