@@ -81,7 +81,6 @@ FRESH_POINTS = [
     "write.gshadow.renamed",
     "step.service-account.action#1",
     "step.service-account.action#2",
-    "step.service-account.action#3",
     "step.service-account.end",
     "step.daemon-config.begin",
     *(f"write.config.json.{w}" for w in _WRITES),

@@ -140,22 +140,34 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
                 Action("create an empty accounts database in the sandbox root", seed_db)
             )
 
-    if SERVICE_GROUP not in accounts.groups:
-        argv = ["groupadd", *prefix, "--system", SERVICE_GROUP]
-        step.actions.append(_command(f"create system group {SERVICE_GROUP}", argv, runner))
     user = accounts.users.get(SERVICE_USER)
+    has_group = SERVICE_GROUP in accounts.groups
+    present = [g for g in GPU_GROUPS if g in accounts.groups]
+    missing_groups = [g for g in present if g not in accounts.supplementary(SERVICE_USER)]
     if user is None:
+        # One useradd makes the user, its group (unless that exists) and the GPU memberships:
+        # each shadow-utils call is ~10 ms of fork, exec and lock.
         argv = [
-            "useradd", *prefix, "--system", "--gid", SERVICE_GROUP,
+            "useradd", *prefix, "--system",
+            *(["--gid", SERVICE_GROUP] if has_group else ["--user-group"]),
+            *(["--groups", ",".join(missing_groups)] if missing_groups else []),
             "--home-dir", str(layout.home), "--no-create-home",
             "--shell", NOLOGIN, "--comment", "hal0 Lemonade service", SERVICE_USER,
         ]  # fmt: skip
-        step.actions.append(_command(f"create system user {SERVICE_USER}", argv, runner))
-    elif user.shell != NOLOGIN and not user.shell.endswith("/false"):
-        step.notes.append(f"user {SERVICE_USER} exists with login shell {user.shell}")
+        what = f"create system user {SERVICE_USER}"
+        if not has_group:
+            what += f" and group {SERVICE_GROUP}"
+        if missing_groups:
+            what += f", in {', '.join(missing_groups)} (GPU access)"
+        step.actions.append(_command(what, argv, runner))
+        missing_groups = []
+    else:
+        if not has_group:
+            argv = ["groupadd", *prefix, "--system", SERVICE_GROUP]
+            step.actions.append(_command(f"create system group {SERVICE_GROUP}", argv, runner))
+        if user.shell != NOLOGIN and not user.shell.endswith("/false"):
+            step.notes.append(f"user {SERVICE_USER} exists with login shell {user.shell}")
 
-    present = [g for g in GPU_GROUPS if g in accounts.groups]
-    missing_groups = [g for g in present if g not in accounts.supplementary(SERVICE_USER)]
     if missing_groups:
         argv = ["usermod", *prefix, "--append", "--groups", ",".join(missing_groups), SERVICE_USER]
         step.actions.append(
