@@ -316,15 +316,30 @@ class _InflateError(Exception):
 _END = b""
 
 
-class _Prefetch(threading.Thread):
+class _Stage(threading.Thread):
+    """One stage of the pipeline: a thread filling the bounded queue ``chunks``."""
+
+    def __init__(self, name: str, maxsize: int) -> None:
+        super().__init__(name=name, daemon=True)
+        self.chunks: queue.Queue[bytes | _InflateError] = queue.Queue(maxsize=maxsize)
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End the thread (it stops at its next read or chunk) and wait for it."""
+        self._stopping = True
+        while self.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self.chunks.get(timeout=0.05)  # unblocks a put on a full queue
+        self.join()
+
+
+class _Prefetch(_Stage):
     """Reads the source ahead on its own thread, so fetching, hashing and teeing the
     compressed bytes overlap the inflate instead of taking turns with it."""
 
     def __init__(self, source: BinaryIO) -> None:
-        super().__init__(name="hal0-fetch", daemon=True)
+        super().__init__("hal0-fetch", _AHEAD)
         self._source = source
-        self.chunks: queue.Queue[bytes | _InflateError] = queue.Queue(maxsize=_AHEAD)
-        self._stopping = False
         self._failed: _InflateError | None = None
 
     def run(self) -> None:
@@ -349,15 +364,8 @@ class _Prefetch(threading.Thread):
             self.chunks.put(item)  # the end stays the end for a later read
         return item
 
-    def stop(self) -> None:
-        self._stopping = True
-        while self.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self.chunks.get(timeout=0.05)
-        self.join()
 
-
-class _Inflater(threading.Thread):
+class _Inflater(_Stage):
     """Reads the compressed source and inflates it into ``self.chunks``, on its own thread.
 
     The gzip framing is checked as ``gzip.GzipFile`` checks it: zlib (wbits=31) checks each
@@ -367,11 +375,9 @@ class _Inflater(threading.Thread):
     """
 
     def __init__(self, source: BinaryIO, head: bytes) -> None:
-        super().__init__(name="hal0-inflate", daemon=True)
+        super().__init__("hal0-inflate", _QUEUE)
         self._source = source
         self._head = head
-        self.chunks: queue.Queue[bytes | _InflateError] = queue.Queue(maxsize=_QUEUE)
-        self._stopping = False
 
     def run(self) -> None:
         try:
@@ -420,14 +426,6 @@ class _Inflater(threading.Thread):
                 break
         if member is not None:
             raise EOFError(_TRUNCATED)
-
-    def stop(self) -> None:
-        """End the thread (it stops at its next read or chunk) and wait for it."""
-        self._stopping = True
-        while self.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self.chunks.get(timeout=0.05)
-        self.join()
 
 
 class _Feed:
