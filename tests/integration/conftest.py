@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,28 @@ import pytest
 from hal0_lemonade.cli import main
 from tests.support.archives import Release, ReleaseFactory
 from tests.support.httpserver import HTTPTestServer
+
+
+def wait_for_new_threads(before: set[threading.Thread], timeout: float = 10.0) -> None:
+    """Wait until every thread started since ``before`` has ended.
+
+    Polls ``is_alive`` instead of joining: a handler thread can be listed by
+    ``threading.enumerate`` before it has started, and joining it then raises.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in set(threading.enumerate()) - before:
+        while thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def join_server_threads() -> Iterator[None]:
+    """Let the loopback servers' handler threads (stalled, cut off, refused) finish inside the
+    test that started them, so a traceback they print cannot land in a later test's stderr.
+    Modules that need it: ``pytestmark = pytest.mark.usefixtures("join_server_threads")``."""
+    before = set(threading.enumerate())
+    yield
+    wait_for_new_threads(before)
 
 
 @dataclass

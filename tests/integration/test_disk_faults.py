@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,15 +15,7 @@ import pytest
 
 from tests.integration.conftest import CLI, Served, install_args, snapshot
 
-
-@pytest.fixture(autouse=True)
-def _join_server_threads() -> Iterator[None]:
-    """Let the loopback server's handler threads (stalled, cut off) finish inside this test,
-    so a broken-pipe traceback they print cannot land in a later test's captured stderr."""
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        thread.join(timeout=10)
+pytestmark = pytest.mark.usefixtures("join_server_threads")
 
 
 Mount = Callable[[str], Path]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import CLI, Served, install_args
+from tests.integration.conftest import CLI, Served, install_args, wait_for_new_threads
 from tests.support.archives import ReleaseFactory
 from tests.support.httpserver import HTTPTestServer, ProxyServer, Redirect
 
@@ -77,13 +77,7 @@ def served_https(
     return serve
 
 
-@pytest.fixture(autouse=True)
-def _join_server_threads() -> Iterator[None]:
-    """Handler threads (a refused handshake) end inside the test that started them."""
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        thread.join(timeout=10)
+pytestmark = pytest.mark.usefixtures("join_server_threads")
 
 
 def _trust(bundle: Path, tmp_path: Path) -> dict[str, str]:
@@ -236,6 +230,5 @@ def test_a_refused_handshake_leaves_no_traceback_on_the_servers_stderr(
     ):
         client.wrap_socket(sock, server_hostname="127.0.0.1")
     # The server sees the refusal on the connection's own thread: let it finish first.
-    for thread in set(threading.enumerate()) - before:
-        thread.join(timeout=5)
+    wait_for_new_threads(before, timeout=5)
     assert capsys.readouterr().err == ""

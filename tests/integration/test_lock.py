@@ -20,14 +20,7 @@ from tests.support.httpserver import HTTPTestServer, Trickle
 LOCK = "run/lock/hal0-lemonade.lock"
 
 
-@pytest.fixture(autouse=True)
-def _join_server_threads() -> Iterator[None]:
-    """Let the loopback server's handler threads (stalled, cut off) finish inside this test,
-    so a broken-pipe traceback they print cannot land in a later test's captured stderr."""
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        thread.join(timeout=10)
+pytestmark = pytest.mark.usefixtures("join_server_threads")
 
 
 @contextmanager

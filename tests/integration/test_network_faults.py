@@ -8,9 +8,8 @@ exit 1, and nothing of the release is live.  HAL0_LEMONADE_HTTP_TIMEOUT keeps st
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +36,7 @@ PADDING = 600_000  # incompressible bytes, so "mid-body" is well inside the down
 TIMEOUT = "0.4"  # HAL0_LEMONADE_HTTP_TIMEOUT for every case (seconds)
 
 
-@pytest.fixture(autouse=True)
-def _join_server_threads() -> Iterator[None]:
-    """Let the loopback server's handler threads (stalled, cut off) finish inside this test,
-    so a broken-pipe traceback they print cannot land in a later test's captured stderr."""
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        thread.join(timeout=10)
+pytestmark = pytest.mark.usefixtures("join_server_threads")
 
 
 @dataclass(frozen=True)
