@@ -11,7 +11,6 @@ import ctypes
 import errno
 import functools
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +37,15 @@ def _fsync_path(path: Path, flags: int) -> None:
         os.close(fd)
 
 
+def random_hex(nbytes: int) -> str:
+    """What ``secrets.token_hex`` returns (os.urandom, hex), without importing ``secrets``:
+    it pulls in random, base64 and hmac, a few ms before every install's first byte."""
+    return os.urandom(nbytes).hex()
+
+
 def temp_sibling(path: Path, tag: str = "tmp") -> Path:
     """A hidden name in the same directory, so the final rename stays on one filesystem."""
-    return path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
+    return path.with_name(f".{path.name}.{tag}-{random_hex(4)}")
 
 
 def clean_temp_siblings(path: Path, tag: str = "tmp") -> None:

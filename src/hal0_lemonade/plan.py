@@ -68,6 +68,15 @@ class Result:
         return any(s.status == Status.CHANGED for s in self.steps)
 
 
+def file_diff(old: bytes | None, new: bytes, old_label: str, new_label: str) -> str:
+    """A unified diff of a file's current bytes (None: absent) against the desired ones."""
+    import difflib  # ~2 ms to import; only the steps that write files need it
+
+    before = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    after = new.decode().splitlines(keepends=True)
+    return "".join(difflib.unified_diff(before, after, old_label, new_label))
+
+
 class Reporter(Protocol):
     def step_started(self, index: int, total: int, step: Step) -> None: ...
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
+from hal0_lemonade import pkgdata
 from hal0_lemonade.errors import IntegrityError, UsageError
 
 PLACEHOLDER_SHA256 = "0" * 64
@@ -38,8 +38,7 @@ class Pin:
 
 
 def load_manifest() -> dict[str, Any]:
-    text = resources.files("hal0_lemonade").joinpath("data/releases.json").read_text("utf-8")
-    manifest: dict[str, Any] = json.loads(text)
+    manifest: dict[str, Any] = json.loads(pkgdata.read_text("data/releases.json"))
     return manifest
 
 

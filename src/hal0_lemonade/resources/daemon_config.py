@@ -13,14 +13,13 @@ probe: the keys it sets are laid over the baseline and then enforced like it, an
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from hal0_lemonade import fsops, opconfig
 from hal0_lemonade.layout import Layout
-from hal0_lemonade.plan import Action, Step
+from hal0_lemonade.plan import Action, Step, file_diff
 from hal0_lemonade.resources.account import owner_ids
 
 STEP = "Daemon config"
@@ -108,9 +107,7 @@ def render(config: dict[str, Any]) -> bytes:
 
 
 def _diff(old: bytes | None, new: bytes, name: str) -> str:
-    before = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
-    after = new.decode().splitlines(keepends=True)
-    return "".join(difflib.unified_diff(before, after, f"{name} (current)", f"{name} (new)"))
+    return file_diff(old, new, f"{name} (current)", f"{name} (new)")
 
 
 def plan(layout: Layout, locked: dict[str, Any], state: ConfigState) -> Step:

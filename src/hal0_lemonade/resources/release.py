@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -206,7 +205,7 @@ class Installer:
             self._go_live(kept.name)
             self.prune()
             return f"installed {pin.version} (the complete release kept in {kept.parent.name})"
-        staging = releases / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
+        staging = releases / f"{STAGING_PREFIX}{fsops.random_hex(4)}"
         staging.mkdir(mode=0o755)
         try:
             with _EarlySync(staging) as early:
@@ -244,7 +243,7 @@ class Installer:
         if final.name not in referenced:
             fsops.remove_tree(final)  # an incomplete or unverifiable tree nothing points at
             return final
-        return releases / f"{pin.release_id}.{secrets.token_hex(3)}"
+        return releases / f"{pin.release_id}.{fsops.random_hex(3)}"
 
     def _fetch_into(self, pin: Pin, staging: Path) -> tuple[archive.Extracted, str, Path | None]:
         """Extract ``pin`` into ``staging``: the extracted tree, where it came from, and the
@@ -385,7 +384,7 @@ class Installer:
         displaced = fsops.point_symlink(live, rel_prefix + release_name)
         if displaced is not None:
             # A seed-era /opt/lemonade directory: keep it as the previous release.
-            legacy = releases / f"legacy-{secrets.token_hex(3)}"
+            legacy = releases / f"legacy-{fsops.random_hex(3)}"
             displaced.rename(legacy)
             fsops.point_symlink(self.layout.previous.real, legacy.name)
             fsops.fsync_dir(releases)

@@ -7,13 +7,11 @@ and the unit is sandboxed (see the template and README's security model).
 
 from __future__ import annotations
 
-import difflib
 import string
-from importlib import resources
 
-from hal0_lemonade import fsops
+from hal0_lemonade import fsops, pkgdata
 from hal0_lemonade.layout import SERVICE_NAME, Layout
-from hal0_lemonade.plan import Action, Step
+from hal0_lemonade.plan import Action, Step, file_diff
 from hal0_lemonade.runner import CommandRunner
 
 STEP = "systemd unit"
@@ -21,8 +19,8 @@ CPU_SHARE_PERCENT = 80
 
 
 def render(*, host: str, port: int, cpus: int) -> bytes:
-    template = resources.files("hal0_lemonade").joinpath(f"templates/{SERVICE_NAME}")
-    text = string.Template(template.read_text("utf-8")).substitute(
+    template = pkgdata.read_text(f"templates/{SERVICE_NAME}")
+    text = string.Template(template).substitute(
         host=host, port=port, cpus=cpus, cpu_quota=CPU_SHARE_PERCENT * cpus
     )
     return text.encode()
@@ -53,9 +51,7 @@ def plan(layout: Layout, desired: bytes, runner: CommandRunner) -> Step:
         fsops.atomic_write(path, desired, mode=0o644)
         return f"wrote {layout.unit}"
 
-    before = (current or b"").decode("utf-8", "replace").splitlines(keepends=True)
-    after = desired.decode().splitlines(keepends=True)
-    diff = "".join(difflib.unified_diff(before, after, f"{layout.unit} (current)", "(new)"))
+    diff = file_diff(current, desired, f"{layout.unit} (current)", "(new)")
     step.actions.append(Action(f"write {layout.unit}", write, diff=diff))
     if systemd_running(layout):
 
