@@ -1,5 +1,5 @@
 """`python -m hal0_lemonade` runs the same CLI as the console script."""
 
-from hal0_lemonade.cli import run
+from hal0_lemonade.entry import run
 
 run()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import os
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import click
 
@@ -243,28 +241,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("aborted\n")
         return EXIT_FAIL
     return rv if isinstance(rv, int) else EXIT_OK
-
-
-def run() -> NoReturn:
-    """The console script and ``python -m hal0_lemonade``: :func:`main`, then a quick exit.
-
-    Tearing the interpreter down after the work is done (clearing every module's namespace,
-    with full garbage collections in between) measured 40-60 ms on the bench machine, ~5% of
-    a cold install and a third of a no-op one, and it has nothing left to do: every file the
-    installer wrote is closed, and synced where that matters, before :func:`main` returns.
-    So once :func:`main` is done, run what a normal exit would still run -- the atexit
-    hooks -- flush the standard streams and leave with ``os._exit``.  Whenever that is not
-    clearly safe (another thread still running, a stream that cannot be flushed), exit
-    the normal way instead.  Tests call :func:`main`, never this.
-    """
-    code = main()
-    if threading.active_count() == 1:
-        atexit._run_exitfuncs()  # what Py_FinalizeEx would run first; they are cleared after
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass  # a closed pipe: the normal exit reports it as Python always does
-        else:
-            os._exit(code)
-    sys.exit(code)

@@ -1,4 +1,4 @@
-"""The process around the CLI: ``python -m hal0_lemonade`` / the console script (``cli.run``).
+"""The process around the CLI: ``python -m hal0_lemonade`` / the console script (``entry.run``).
 
 ``run`` leaves with ``os._exit`` once ``main`` is done, skipping the interpreter's teardown;
 these run real processes to check that nothing a normal exit does for the caller is lost on
@@ -75,7 +75,7 @@ def test_atexit_hooks_run_and_what_they_print_is_flushed(tmp_path: Path) -> None
             """
             import atexit, sys
             atexit.register(sys.stdout.write, "hook ran\\n")
-            from hal0_lemonade.cli import run
+            from hal0_lemonade.entry import run
             sys.argv = ["hal0-lemonade", "--version"]
             run()
             """,
@@ -94,7 +94,7 @@ def test_the_interpreter_teardown_is_skipped() -> None:
             def __del__(self):
                 print("torn down", flush=True)
         kept = Noisy()
-        from hal0_lemonade.cli import run
+        from hal0_lemonade.entry import run
         sys.argv = ["hal0-lemonade", "--version"]
         run()
         """
@@ -111,10 +111,25 @@ def test_a_thread_still_running_gets_the_normal_exit() -> None:
             time.sleep(0.3)
             print("thread finished", flush=True)
         threading.Thread(target=late).start()
-        from hal0_lemonade.cli import run
+        from hal0_lemonade.entry import run
         sys.argv = ["hal0-lemonade", "--no-such-flag"]
         run()
         """
     )
     assert done.returncode == 2, done.stderr
     assert "thread finished" in done.stdout
+
+
+def test_collection_is_back_on_for_the_command_with_the_imports_frozen() -> None:
+    done = _python(
+        """
+        import gc
+        from hal0_lemonade import cli, entry
+        def command():
+            print(gc.isenabled(), gc.get_freeze_count() > 10_000)
+            return 3
+        cli.main = command
+        entry.run()
+        """
+    )
+    assert (done.returncode, done.stdout.split()) == (3, ["True", "True"]), done.stderr
