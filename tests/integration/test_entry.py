@@ -18,9 +18,9 @@ from pathlib import Path
 _ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
 
-def _python(code: str, *, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+def _run(*argv: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *argv],
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
@@ -30,15 +30,12 @@ def _python(code: str, *, stdout: int | None = subprocess.PIPE) -> subprocess.Co
     )
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hal0_lemonade", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=_ENV,
-    )
+def _python(code: str, *, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    return _run("-c", textwrap.dedent(code), stdout=stdout)
+
+
+def _cli(*args: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    return _run("-m", "hal0_lemonade", *args, stdout=stdout)
 
 
 def test_exit_codes_and_messages_come_through() -> None:
@@ -53,15 +50,7 @@ def test_block_buffered_output_is_flushed_before_the_quick_exit(tmp_path: Path) 
     # stdout to a file is block-buffered: without the flush, os._exit would drop it all.
     out = tmp_path / "status.json"
     with out.open("w") as fh:
-        done = subprocess.run(
-            [sys.executable, "-m", "hal0_lemonade", "status", "--json", "--root", str(tmp_path)],
-            stdout=fh,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
-            env=_ENV,
-        )
+        done = _cli("status", "--json", "--root", str(tmp_path), stdout=fh.fileno())
     assert done.returncode == 1, done.stderr  # nothing is installed under the empty root
     report = json.loads(out.read_text())
     assert report["ok"] is False
