@@ -124,6 +124,34 @@ def _env(route: str, bundle: Path, tmp_path: Path, proxy: ProxyServer) -> dict[s
     return _trust(bundle, tmp_path) if route == "direct" else _via_proxy(bundle, tmp_path, proxy)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """What every install test here uses: a root, the certificates, the https server (with
+    ``serve`` to put a fresh release on it) and the proxy a route may go through."""
+
+    root: Path
+    tmp_path: Path
+    certs: tuple[Cert, Cert]
+    serve: Callable[[], Served]
+    server: HTTPTestServer
+    proxy: ProxyServer
+
+    def env(self, route: str, bundle: Path) -> dict[str, str]:
+        return _env(route, bundle, self.tmp_path, self.proxy)
+
+
+@pytest.fixture
+def tls(  # noqa: PLR0917 - the fixtures it bundles, so the tests need not list them all
+    root: Path,
+    tmp_path: Path,
+    certs: tuple[Cert, Cert],
+    served_https: Callable[[], Served],
+    https_server: HTTPTestServer,
+    proxy_server: ProxyServer,
+) -> Tls:
+    return Tls(root, tmp_path, certs, served_https, https_server, proxy_server)
+
+
 def _tunnelled_once(route: str, proxy: ProxyServer, https_server: HTTPTestServer) -> None:
     """Through the proxy: one CONNECT to the https server (TLS runs end to end inside it), no
     proxied GET and no second tunnel (no retry). Direct: the proxy saw nothing."""
@@ -132,50 +160,32 @@ def _tunnelled_once(route: str, proxy: ProxyServer, https_server: HTTPTestServer
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_a_trusted_self_signed_certificate_installs(  # noqa: PLR0917 - pytest fixtures
-    cli: CLI,
-    root: Path,
-    tmp_path: Path,
-    certs: tuple[Cert, Cert],
-    served_https: Callable[[], Served],
-    https_server: HTTPTestServer,
-    proxy_server: ProxyServer,
-    route: str,
-) -> None:
-    s = served_https()
+def test_a_trusted_self_signed_certificate_installs(cli: CLI, tls: Tls, route: str) -> None:
+    s = tls.serve()
     assert s.url.startswith("https://127.0.0.1:")
 
-    env = _env(route, certs[0].cert, tmp_path, proxy_server)
-    run = cli(*install_args(root, s, "--no-start"), env=env)
+    run = cli(*install_args(tls.root, s, "--no-start"), env=tls.env(route, tls.certs[0].cert))
 
     assert run.code == 0, run.out
-    _installed(root, s)
-    assert [r.method for r in https_server.requests_for(f"/dl/{s.release.name}")] == ["GET"]
-    _tunnelled_once(route, proxy_server, https_server)
+    _installed(tls.root, s)
+    assert [r.method for r in tls.server.requests_for(f"/dl/{s.release.name}")] == ["GET"]
+    _tunnelled_once(route, tls.proxy, tls.server)
 
 
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("trusted", ["nothing", "an impostor"])
-def test_an_untrusted_certificate_is_refused_fast_with_nothing_installed(  # noqa: PLR0917
-    cli: CLI,
-    root: Path,
-    tmp_path: Path,
-    certs: tuple[Cert, Cert],
-    served_https: Callable[[], Served],
-    https_server: HTTPTestServer,
-    proxy_server: ProxyServer,
-    trusted: str,
-    route: str,
+def test_an_untrusted_certificate_is_refused_fast_with_nothing_installed(
+    cli: CLI, tls: Tls, trusted: str, route: str
 ) -> None:
-    s = served_https()
-    bundle = tmp_path / "empty.pem"
+    s = tls.serve()
+    root = tls.root
+    bundle = tls.tmp_path / "empty.pem"
     bundle.write_bytes(b"")
     if trusted == "an impostor":
-        bundle = certs[1].cert
+        bundle = tls.certs[1].cert
 
     started = time.monotonic()
-    env = _env(route, bundle, tmp_path, proxy_server)
-    run = cli(*install_args(root, s, "--no-start"), env=env)
+    run = cli(*install_args(root, s, "--no-start"), env=tls.env(route, bundle))
     elapsed = time.monotonic() - started
 
     assert run.code == 1, run.out
@@ -187,36 +197,30 @@ def test_an_untrusted_certificate_is_refused_fast_with_nothing_installed(  # noq
     releases = root / "opt/lemonade.releases"
     assert not releases.exists() or list(releases.iterdir()) == []
     # Not one request went over a connection the client had not verified.
-    assert https_server.requests == []
-    _tunnelled_once(route, proxy_server, https_server)
+    assert tls.server.requests == []
+    _tunnelled_once(route, tls.proxy, tls.server)
     # Not retried like a network fault: the same certificate would fail the same way.
     assert "is not trusted" in error and "after 4 attempts" not in error, error
     assert "(hint: " in error and "SSL_CERT_FILE" in error, error
     assert elapsed < 2, f"took {elapsed:.1f} s"
 
 
-def test_an_http_redirect_to_a_trusted_https_server_installs(  # noqa: PLR0917
-    cli: CLI,
-    root: Path,
-    tmp_path: Path,
-    certs: tuple[Cert, Cert],
-    served_https: Callable[[], Served],
-    http_server: HTTPTestServer,
-    https_server: HTTPTestServer,
+def test_an_http_redirect_to_a_trusted_https_server_installs(
+    cli: CLI, tls: Tls, http_server: HTTPTestServer
 ) -> None:
-    s = served_https()
+    s = tls.serve()
     start = http_server.add("/start.tar.gz", b"", Redirect(to=s.url))
     assert start.startswith("http://")
 
     run = cli(
-        *install_args(root, Served(s.release, start), "--no-start"),
-        env=_trust(certs[0].cert, tmp_path),
+        *install_args(tls.root, Served(s.release, start), "--no-start"),
+        env=tls.env("direct", tls.certs[0].cert),
     )
 
     assert run.code == 0, run.out
-    _installed(root, s)
+    _installed(tls.root, s)
     assert [r.method for r in http_server.requests_for("/start.tar.gz")] == ["GET"]
-    assert [r.method for r in https_server.requests_for(f"/dl/{s.release.name}")] == ["GET"]
+    assert [r.method for r in tls.server.requests_for(f"/dl/{s.release.name}")] == ["GET"]
 
 
 def test_a_refused_handshake_leaves_no_traceback_on_the_servers_stderr(
