@@ -6,17 +6,16 @@ needs no network: both releases are complete trees under /opt/lemonade.releases.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
 
-from hal0_lemonade import engine, plan, report
+from hal0_lemonade import engine, opconfig, plan, report
 from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_option
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.layout import SERVICE_NAME, Layout
-from hal0_lemonade.resources import release, service
+from hal0_lemonade.resources import daemon_config, release, service
 from hal0_lemonade.resources.unit import systemd_running
 from hal0_lemonade.runner import CommandRunner, SubprocessRunner
 from hal0_lemonade.settings import HEALTH_TIMEOUT_S, LISTEN_HOST, LISTEN_PORT, START_TIMEOUT_S
@@ -67,11 +66,9 @@ def build_steps(layout: Layout, runner: CommandRunner) -> tuple[list[plan.Step],
 
 def _port(layout: Layout) -> int:
     """The port lemond listens on: config.json's, else the baseline's."""
-    try:
-        port = json.loads(layout.config.real.read_text()).get("port")
-    except (OSError, ValueError, AttributeError):
-        return LISTEN_PORT
-    return port if isinstance(port, int) else LISTEN_PORT
+    parsed = daemon_config.probe(layout, opconfig.none()).parsed or {}
+    port = parsed.get("port")
+    return port if isinstance(port, int) and not isinstance(port, bool) else LISTEN_PORT
 
 
 def run(root: Path, *, as_json: bool, dry_run: bool) -> int:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hal0_lemonade import cpus, health, opconfig
+from hal0_lemonade import cpus, health, opconfig, safefs
 from hal0_lemonade.layout import Layout
-from hal0_lemonade.resources import daemon_config, release, service, unit
+from hal0_lemonade.resources import account, daemon_config, release, service, unit
 from hal0_lemonade.runner import CommandRunner
 from hal0_lemonade.settings import LISTEN_HOST, LISTEN_PORT
 
@@ -70,6 +71,8 @@ def config_problems(
         problems.append("llamacpp.args lacks --threads N")
     elif int(match.group(1)) < cpus.MIN_THREADS:
         problems.append(f"llamacpp.args has --threads {match.group(1)} (< {cpus.MIN_THREADS})")
+    if isinstance(args, str):
+        problems += _listener_flags(args)
     if config.get("host") not in LOOPBACK:
         problems.append(f"host is {config.get('host')!r}, not loopback")
     if config.get("port") != port:
@@ -88,6 +91,37 @@ def config_problems(
                 f"{operator.values[dotted]!r}"
             )
     return problems
+
+
+def _listener_flags(args: str) -> list[str]:
+    """llama-server flags in llamacpp.args that would move its listener off loopback."""
+    try:
+        tokens = shlex.split(args)
+    except ValueError:
+        return ["llamacpp.args cannot be split into arguments"]
+    for token in tokens:
+        name = token.split("=", 1)[0]
+        if name in ("--host", "--port"):
+            return [f"llamacpp.args sets {name}: llama-server must stay where lemond puts it"]
+    return []
+
+
+def state_check(layout: Layout) -> Check:
+    """The hal0 tree holds only what belongs there: real directories, a sound config.json.
+
+    Anything else (a symlink, FIFO, hard link, huge file...) is never followed or read, and is
+    a failure here: the daemon's account may have planted it.
+    """
+    problems = safefs.inspect(
+        layout,
+        account.STATE_DIRS,
+        [(daemon_config.STATE_PARTS[0], daemon_config.NAME)],
+        account.owner(layout),
+        cap=daemon_config.MAX_CONFIG_BYTES,
+    )
+    if problems:
+        return Check("state", False, "; ".join(problems), f"{INSTALL_HINT}: {safefs.REPAIR}")
+    return Check("state", True, f"{layout.home} holds only sound directories and files")
 
 
 def collect(
@@ -114,6 +148,7 @@ def collect(
             INSTALL_HINT,
         )
     )
+    checks.append(state_check(layout))
     cfg = daemon_config.probe(layout, want.operator)
     if cfg.parsed is None:
         checks.append(

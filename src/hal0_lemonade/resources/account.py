@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hal0_lemonade import fsops
+from hal0_lemonade import fsops, safefs
 from hal0_lemonade.layout import SERVICE_GROUP, SERVICE_USER, HostPath, Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.runner import CommandRunner
@@ -85,31 +85,36 @@ def owner_ids(layout: Layout) -> tuple[int, int]:
     return user.uid, group.gid
 
 
+def owner(layout: Layout) -> safefs.Owner:
+    """The hal0 tree's owner as the root's accounts database says now (-1s before it exists)."""
+    return safefs.Owner(*owner_ids(layout))
+
+
 def _prefix(layout: Layout) -> list[str]:
     return [] if layout.is_host_root else ["--prefix", str(layout.root)]
 
 
-def state_dirs(layout: Layout) -> list[tuple[HostPath, int]]:
-    """Directories hal0 owns, with their modes: its home, lemond's cache, models, HF cache."""
-    return [
-        (layout.home, 0o750),
-        (layout.state_dir, 0o750),
-        (layout.models_dir, 0o750),
-        (layout.hf_cache, 0o750),
-    ]
+# Directories hal0 owns, with their modes: its home, lemond's cache dir (config.json), the
+# models and the Hugging Face cache.  Names relative to the home (/var/lib/hal0).
+STATE_DIRS = (
+    safefs.DirSpec("", 0o750),
+    safefs.DirSpec("lemonade", 0o750),
+    safefs.DirSpec("models", 0o750),
+    safefs.DirSpec("huggingface", 0o750),
+)
 
 
-def _dirs_pending(layout: Layout, accounts: Accounts) -> list[HostPath]:
+def _dirs_pending(layout: Layout, accounts: Accounts) -> list[str]:
+    """What is wrong with each state dir ("missing", a wrong owner, a planted symlink...)."""
     user = accounts.users.get(SERVICE_USER)
+    group = accounts.groups.get(SERVICE_GROUP)
+    who = safefs.Owner(user.uid, group.gid) if user and group else safefs.Owner()
     pending = []
-    for path, mode in state_dirs(layout):
-        try:
-            st = path.real.stat()
-        except FileNotFoundError:
-            pending.append(path)
-            continue
-        if st.st_mode & 0o7777 != mode or user is None or st.st_uid != user.uid:
-            pending.append(path)
+    for spec in STATE_DIRS:
+        problem = safefs.dir_problem(layout, spec, who)
+        if problem or user is None:
+            host = layout.at(f"{layout.home}/{spec.name}".rstrip("/"))
+            pending.append(f"{host} ({problem})" if problem else str(host))
     return pending
 
 
@@ -179,12 +184,12 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
     pending = _dirs_pending(layout, accounts)
     if pending:
 
-        def make_dirs() -> None:
-            uid, gid = owner_ids(layout)
-            for path, mode in state_dirs(layout):
-                fsops.ensure_dir(path.real, mode=mode, uid=uid, gid=gid)
+        def make_dirs() -> str:
+            # Through directory fds, never by path: hal0 may have planted symlinks here.
+            done = safefs.ensure_dirs(layout, STATE_DIRS, owner(layout))
+            return "; ".join(done) or f"{layout.home} and its dirs are sound"
 
-        names = ", ".join(str(p) for p in pending)
+        names = ", ".join(pending)
         step.actions.append(Action(f"create/own {names} as {SERVICE_USER}", make_dirs))
 
     absent = [g for g in GPU_GROUPS if g not in accounts.groups]

@@ -17,10 +17,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from hal0_lemonade import fsops, opconfig
+from hal0_lemonade import opconfig, safefs
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step, file_diff
-from hal0_lemonade.resources.account import owner_ids
+from hal0_lemonade.resources import account
 
 STEP = "Daemon config"
 BACKUP_SUFFIX = ".bak"
@@ -72,34 +72,46 @@ def with_operator(locked: dict[str, Any], operator: opconfig.OperatorConfig) -> 
     return desired
 
 
+# lemond's own file is ~1-3 kB (37 keys in 11.x).  Anything bigger is not read: hal0 owns the
+# file, and a 400 MB sparse file or a FIFO must not cost root memory or hang it.
+MAX_CONFIG_BYTES = 1 << 20
+STATE_PARTS = ("lemonade",)  # config.json's directory, relative to /var/lib/hal0
+NAME = "config.json"
+
+
 @dataclass(frozen=True)
 class ConfigState:
-    raw: bytes | None  # None: missing
+    raw: bytes | None  # None: missing, or not read (see ``problem``)
     parsed: dict[str, Any] | None  # None: missing, unreadable or not a JSON object
-    problem: str  # why ``parsed`` is None although the file exists
+    problem: str  # why ``parsed`` is None although something is there
     mode: int | None
     uid: int | None
     operator: opconfig.OperatorConfig = field(default_factory=opconfig.none)
+    unsafe: bool = False  # not a sound file (symlink, FIFO, too big...): moved aside, not read
+
+
+def parse(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """config.json's bytes as a JSON object, or why not (never raises on hostile bytes)."""
+    try:
+        parsed = json.loads(raw)
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply)"
+    except ValueError:
+        return None, "not valid JSON"
+    if not isinstance(parsed, dict):
+        return None, "not a JSON object"
+    return parsed, ""
 
 
 def probe(layout: Layout, operator: opconfig.OperatorConfig | None = None) -> ConfigState:
     operator = opconfig.load(layout) if operator is None else operator
-    path = layout.config.real
-    try:
-        raw = path.read_bytes()
-        st = path.stat()
-    except FileNotFoundError:
-        return ConfigState(None, None, "", None, None, operator)
-    except PermissionError:
-        return ConfigState(None, None, "not readable (run as root)", None, None, operator)
-    mode = st.st_mode & 0o7777
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return ConfigState(raw, None, "not valid JSON", mode, st.st_uid, operator)
-    if not isinstance(parsed, dict):
-        return ConfigState(raw, None, "not a JSON object", mode, st.st_uid, operator)
-    return ConfigState(raw, parsed, "", mode, st.st_uid, operator)
+    found = safefs.read_file(layout, STATE_PARTS, NAME, account.owner(layout), cap=MAX_CONFIG_BYTES)
+    if found.raw is None:
+        return ConfigState(
+            None, None, found.problem, found.mode, found.uid, operator, unsafe=found.unsafe
+        )
+    parsed, problem = parse(found.raw)
+    return ConfigState(found.raw, parsed, problem, found.mode, found.uid, operator)
 
 
 def render(config: dict[str, Any]) -> bytes:
@@ -118,14 +130,14 @@ def plan(layout: Layout, locked: dict[str, Any], state: ConfigState) -> Step:
     )
     locked = with_operator(locked, state.operator)
     desired = merge(state.parsed or {}, locked)
-    path = layout.config.real
     threads = locked["llamacpp"]["args"]
     if state.parsed is not None and state.parsed == desired:
-        uid, _gid = owner_ids(layout)
+        uid, _gid = account.owner_ids(layout)
         if state.mode != 0o644 or uid not in (-1, state.uid):
 
-            def fix_owner() -> None:
-                fsops.atomic_write(path, state.raw or b"", mode=0o644, uid=uid, gid=_gid)
+            def fix_owner() -> str:
+                _write(layout, NAME, state.raw or b"", 0o644)
+                return f"set {layout.config} to mode 0644, owner hal0"
 
             step.actions.append(Action(f"set {layout.config} to mode 0644, owner hal0", fix_owner))
         step.ok_detail = f"baseline holds (llamacpp.args {threads!r})"
@@ -134,19 +146,27 @@ def plan(layout: Layout, locked: dict[str, Any], state: ConfigState) -> Step:
     data = render(desired)
     # Diff parsed content, so that lemond's own formatting of the file is not shown as change.
     shown = render(state.parsed) if state.parsed is not None else state.raw
-    if state.problem:
+    if state.unsafe:
+        step.notes.append(f"{state.problem}; install moves it aside and writes a new one")
+    elif state.problem:
         step.notes.append(f"current {layout.config} is {state.problem}; it will be replaced")
 
     def write() -> str:
-        uid, gid = owner_ids(layout)
+        notes: list[str] = []
         if state.raw is not None:
-            backup = path.with_name(path.name + BACKUP_SUFFIX)
-            fsops.atomic_write(backup, state.raw, mode=0o640, uid=uid, gid=gid)
-        fsops.atomic_write(path, data, mode=0o644, uid=uid, gid=gid)
+            notes += _write(layout, NAME + BACKUP_SUFFIX, state.raw, 0o640)
+        notes += _write(layout, NAME, data, 0o644, aside=state.unsafe)
         verb = "wrote" if state.raw is None else "updated"
-        return f"{verb} {layout.config} (llamacpp.args {threads!r})"
+        return "; ".join([*notes, f"{verb} {layout.config} (llamacpp.args {threads!r})"])
 
     step.actions.append(
         Action(f"write {layout.config}", write, diff=_diff(shown, data, str(layout.config)))
     )
     return step
+
+
+def _write(layout: Layout, name: str, data: bytes, mode: int, *, aside: bool = False) -> list[str]:
+    """Through the state dir's fd (hal0 owns it): see :mod:`hal0_lemonade.safefs`."""
+    return safefs.write_file(
+        layout, STATE_PARTS, name, data, mode=mode, owner=account.owner(layout), aside=aside
+    )
