@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 
-from hal0_lemonade import archive, failpoints, fetch, plan
+from hal0_lemonade import archive, failpoints, fetch, plan, safefs
 from hal0_lemonade.errors import LockError, UsageError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.oserrors import explain
@@ -123,17 +124,29 @@ def lock_wait() -> float:
 
 
 def _open_lock(layout: Layout) -> int:
-    path = layout.lock.real
+    """The lock file, in a directory only root can write, opened without following a link."""
+    name = layout.lock.host.name
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        run = safefs.open_root_dir(layout, layout.lock.host.parent.parts[1:], create=True)
     except OSError as exc:
-        # A read-only target: flock works on a read-only descriptor of an existing file, and
-        # the steps then fail with a clear error at their first write.
+        raise explain(exc, step="Install lock") from exc
+    try:
         try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            raise explain(exc, step="Install lock") from exc
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | flags, 0o600, dir_fd=run)
+        except OSError as exc:
+            # A read-only target: flock works on a read-only descriptor of an existing file,
+            # and the steps then fail with a clear error at their first write.
+            try:
+                fd = os.open(name, os.O_RDONLY | flags, dir_fd=run)
+            except OSError:
+                raise explain(exc, step="Install lock") from exc
+    finally:
+        os.close(run)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LockError(f"{layout.lock} is not a regular file", hint=f"remove {layout.lock}")
+    return fd
 
 
 @contextlib.contextmanager

@@ -114,4 +114,6 @@ class Layout:
 
     @property
     def lock(self) -> HostPath:
-        return self.at("/run/lock/hal0-lemonade.lock")
+        # In /run, where only root can create names: /run/lock is world-writable (1777), so
+        # any local user could pre-create the lock there and hold it, or plant a symlink.
+        return self.at("/run/hal0-lemonade.lock")

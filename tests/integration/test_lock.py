@@ -17,7 +17,7 @@ import pytest
 from tests.integration.conftest import CLI, Served, install_args, snapshot
 from tests.support.httpserver import HTTPTestServer, Trickle
 
-LOCK = "run/lock/hal0-lemonade.lock"
+LOCK = "run/hal0-lemonade.lock"
 
 
 pytestmark = pytest.mark.usefixtures("join_server_threads")
@@ -48,7 +48,7 @@ def test_a_second_install_waits_then_refuses_and_changes_nothing(
         waited = time.monotonic() - started
     assert run.code == 1
     assert run.json["error"].startswith(
-        "another hal0-lemonade install holds /run/lock/hal0-lemonade.lock (waited 0.5 s)"
+        "another hal0-lemonade install holds /run/hal0-lemonade.lock (waited 0.5 s)"
     )
     assert "hint:" in run.json["error"]
     assert 0.5 <= waited < 3
