@@ -3,8 +3,8 @@
 ``status`` answers "is it installed and up?"; ``doctor`` digs: every file of the live tree
 against the digests recorded at install time, the version the running daemon reports, who
 holds the port, and whether the service user can really open the GPU nodes.  Read-only: the
-only command it runs changes nothing (``systemctl show``, and a tiny ``python3 -c`` that
-opens the GPU nodes as ``hal0`` via ``setpriv``).
+only commands it runs change nothing (``systemctl show``, and a tiny ``python3 -c`` that
+opens the GPU nodes as ``hal0``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_op
 from hal0_lemonade.errors import CommandError, Hal0Error
 from hal0_lemonade.layout import SERVICE_USER, Layout
 from hal0_lemonade.resources import account, release, unit
-from hal0_lemonade.runner import CommandRunner, SubprocessRunner
+from hal0_lemonade.runner import CommandRunner, Identity, SubprocessRunner
 from hal0_lemonade.settings import LISTEN_HOST
 from hal0_lemonade.status import INSTALL_HINT, Check
 
@@ -175,6 +175,26 @@ def gpu_nodes(dev_dir: Path) -> list[Path]:
     return found
 
 
+def _open_as(runner: CommandRunner, who: Identity, nodes: list[Path]) -> dict[str, str] | str:
+    """Each node's open() result as ``who``, or why there is none.
+
+    The process runs as hal0, so hal0 could ptrace it: the runner hands it nothing of root's
+    (no terminal, no descriptors, its own session) and caps what it may print; its answer is
+    hal0's to choose, so it is checked for shape before use.
+    """
+    argv = ["python3", "-I", "-c", _OPEN_PROBE, *map(str, nodes)]
+    try:
+        done = runner.run(argv, check=False, timeout=30, run_as=who)
+        answer = json.loads(done.stdout)
+    except CommandError as exc:
+        return exc.message
+    except (ValueError, RecursionError):
+        return "no parsable answer"
+    if not isinstance(answer, dict) or set(answer) != {str(n) for n in nodes}:
+        return "it answered about other paths than the ones asked"
+    return {p: r if isinstance(r, str) else repr(r) for p, r in answer.items()}
+
+
 def gpu_check(layout: Layout, runner: CommandRunner, dev_dir: Path) -> Check:
     nodes = gpu_nodes(dev_dir)
     if not nodes:
@@ -188,17 +208,9 @@ def gpu_check(layout: Layout, runner: CommandRunner, dev_dir: Path) -> Check:
     # The account as the root's accounts database defines it (what systemd's User= gets);
     # numeric ids, so a sandbox root's hal0 is tested without existing on this host.
     gids = sorted({accounts.groups[g].gid for g in accounts.supplementary(SERVICE_USER)})
-    groups = [f"--groups={','.join(map(str, gids))}"] if gids else ["--clear-groups"]
-    argv = [
-        "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", *groups, "--",
-        "python3", "-I", "-c", _OPEN_PROBE, *map(str, nodes),
-    ]  # fmt: skip
-    try:
-        done = runner.run(argv, check=False, timeout=30)
-        results: dict[str, str] = json.loads(done.stdout)
-    except (CommandError, ValueError) as exc:
-        why = exc.message if isinstance(exc, CommandError) else "no parsable answer"
-        return Check("gpu", False, f"the GPU self-test could not run as hal0: {why}")
+    results = _open_as(runner, Identity(user.uid, user.gid, tuple(gids)), nodes)
+    if isinstance(results, str):
+        return Check("gpu", False, f"the GPU self-test could not run as hal0: {results}")
     opened = [p for p, r in results.items() if r == "ok"]
     failed = {p: r for p, r in results.items() if r != "ok"}
     if not failed:
@@ -216,7 +228,7 @@ def gpu_check(layout: Layout, runner: CommandRunner, dev_dir: Path) -> Check:
     )
 
 
-def port_check(layout: Layout, port: int) -> Check:
+def port_check(layout: Layout, port: int, main_pid: int = 0) -> Check:
     listeners = netprobe.listeners(port)
     if not listeners:
         return Check("port", True, f"nothing else listens on port {port}")
@@ -228,7 +240,7 @@ def port_check(layout: Layout, port: int) -> Check:
             f"port {port} is held by a process this user cannot see",
             "run doctor as root to see which process",
         )
-    others = [h for h in holders if not netprobe.is_lemond(h, layout.daemon.real)]
+    others = [h for h in holders if not netprobe.is_service(h, main_pid, layout.daemon.real)]
     if not others:
         pids = ", ".join(str(h.pid) for h in holders)
         return Check("port", True, f"port {port} is held by lemond (pid {pids})")

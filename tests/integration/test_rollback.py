@@ -12,7 +12,7 @@ import pytest
 from hal0_lemonade.errors import ServiceError
 from hal0_lemonade.layout import SERVICE_NAME, Layout
 from hal0_lemonade.resources import release, service
-from hal0_lemonade.runner import CommandResult
+from hal0_lemonade.runner import CommandResult, Identity
 from tests.integration.conftest import CLI, Served, install_args, snapshot
 from tests.support.httpserver import HTTPTestServer, Status, free_port
 
@@ -145,8 +145,14 @@ class ProcessSystemd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def run(
-        self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        run_as: Identity | None = None,
     ) -> CommandResult:
+        assert run_as is None  # systemctl runs as root
         args = tuple(argv)
         self.calls.append(args)
         if args == ("systemctl", "restart", SERVICE_NAME):
