@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import click
 
-from hal0_lemonade import __version__, engine, plan, progress, report, settings
+from hal0_lemonade import __version__, engine, plan, progress, report, settings, termsafe
 from hal0_lemonade.clikit import (
     EXIT_FAIL,
     EXIT_OK,
@@ -221,7 +221,7 @@ def status_cmd(root: Path, as_json: bool) -> int:
         else:
             for c in checks:
                 mark = {True: "ok  ", False: "FAIL", None: "n/a "}[c.ok]
-                click.echo(f"{mark} {c.name:<8} {c.detail}")
+                click.echo(f"{mark} {c.name:<8} {termsafe.escape(c.detail)}")
         return EXIT_OK if ok else EXIT_FAIL
 
     return guard(as_json, False, body)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hal0_lemonade import termsafe
+
 _LISTEN = "0A"
 
 
@@ -28,8 +30,10 @@ class Holder:
     exe: str  # "" when unreadable
 
     def describe(self) -> str:
+        """The command line, shortened; another user wrote it, so escape it too."""
         cmd = " ".join(self.argv) or self.comm
-        return cmd if len(cmd) <= 80 else cmd[:77] + "..."
+        cmd = cmd if len(cmd) <= 80 else cmd[:77] + "..."
+        return termsafe.escape(cmd)
 
 
 def _address(hex_addr: str) -> str:
@@ -101,8 +105,25 @@ def holders(inodes: set[int], proc: Path = Path("/proc")) -> list[Holder]:
     return found
 
 
-def is_lemond(holder: Holder, daemon: Path) -> bool:
-    """lemond itself, run as a binary or (a stand-in) as a script."""
-    if holder.comm == "lemond" or Path(holder.exe).name == "lemond":
+def is_service(holder: Holder, main_pid: int, daemon: Path) -> bool:
+    """The service's own lemond: systemd's MainPID for it, or (no systemd, a sandbox root) a
+    process running the live release's binary.  Never by name: any process may call itself
+    ``lemond`` (``prctl``, ``argv[0]``), and one run by another user on the port is not ours.
+    """
+    if main_pid > 0:
+        return holder.pid == main_pid
+    try:
+        binary = daemon.resolve(strict=True)
+    except OSError:
+        return False
+    if holder.exe and Path(holder.exe) == binary:
         return True
-    return any(arg == str(daemon) or Path(arg).name == "lemond" for arg in holder.argv[:2])
+    # A stand-in run as a script: the interpreter is the exe, the script its first argument.
+    return len(holder.argv) > 1 and _resolves_to(holder.argv[1], binary)
+
+
+def _resolves_to(arg: str, binary: Path) -> bool:
+    try:
+        return Path(arg).is_absolute() and Path(arg).resolve(strict=True) == binary
+    except OSError:
+        return False

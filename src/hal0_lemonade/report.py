@@ -13,6 +13,7 @@ import click
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.plan import Result, Status, Step, StepResult
 from hal0_lemonade.progress import Progress, use_color
+from hal0_lemonade.termsafe import escape, escape_block
 
 if TYPE_CHECKING:
     from hal0_lemonade.status import Check
@@ -54,7 +55,7 @@ class HumanReporter:
 
     def step_started(self, index: int, total: int, step: Step) -> None:
         for note in step.notes:
-            self.err.write(f"warning: {note}\n")
+            self.err.write(f"warning: {escape(note)}\n")
 
     def step_finished(self, index: int, total: int, step: Step, result: StepResult) -> None:
         if self.progress is not None:
@@ -62,7 +63,7 @@ class HumanReporter:
         label = self.numbering.label(index, total)
         word = result.status.value
         verdict = paint(f"{word:<8}", _COLORS[word], enabled=bool(self.color))
-        self.out.write(f"{label} {step.name:<{_WIDTH}} {verdict} {result.detail}\n")
+        self.out.write(f"{label} {step.name:<{_WIDTH}} {verdict} {escape(result.detail)}\n")
         self.out.flush()
 
     def plan(self, steps: Sequence[Step], *, command: str = "install") -> None:
@@ -75,15 +76,16 @@ class HumanReporter:
                 verdict, detail = "change", f"{len(step.actions)} action(s)"
             else:
                 verdict, detail = "ok", step.ok_detail
-            self.out.write(f"{label} {step.name:<{_WIDTH}} {verdict:<8} {detail}\n")
+            self.out.write(f"{label} {step.name:<{_WIDTH}} {verdict:<8} {escape(detail)}\n")
             for note in step.notes:
-                self.out.write(f"      warning: {note}\n")
+                self.out.write(f"      warning: {escape(note)}\n")
             if step.skip_reason:
                 continue
             for action in step.actions:
-                self.out.write(f"    - {action.summary}\n")
+                self.out.write(f"    - {escape(action.summary)}\n")
                 if action.diff:
-                    self.out.write(_indent(action.diff))
+                    # A diff of config.json shows bytes hal0 wrote: escaped, line by line.
+                    self.out.write(_indent(escape_block(action.diff)))
 
     def finish(self, result: Result, *, dry_run: bool = False) -> None:
         if result.error is not None:
@@ -101,9 +103,9 @@ class HumanReporter:
         if self.progress is not None:
             self.progress.end()
         where = f"[{exc.step}] " if exc.step else ""
-        self.err.write(f"error: {where}{exc.message}\n")
+        self.err.write(f"error: {where}{escape(exc.message)}\n")
         if exc.hint:
-            self.err.write(f"hint: {exc.hint}\n")
+            self.err.write(f"hint: {escape(exc.hint)}\n")
 
 
 def result_json(result: Result, steps: Sequence[Step] | None = None) -> dict[str, Any]:
@@ -149,7 +151,7 @@ class QuietReporter:
 
     def step_started(self, index: int, total: int, step: Step) -> None:
         for note in step.notes:
-            sys.stderr.write(f"warning: {note}\n")
+            sys.stderr.write(f"warning: {escape(note)}\n")
 
     def step_finished(self, index: int, total: int, step: Step, result: StepResult) -> None:
         return None
@@ -176,9 +178,10 @@ def print_checks(checks: Sequence[Check], out: TextIO | None = None) -> None:
     width = max((len(c.name) for c in checks), default=0)
     for check in checks:
         word, hue = _MARKS[check.ok]
-        stream.write(f"{paint(word, hue, enabled=color)} {check.name:<{width}}  {check.detail}\n")
+        mark = paint(word, hue, enabled=color)
+        stream.write(f"{mark} {check.name:<{width}}  {escape(check.detail)}\n")
         if check.ok is False and check.hint:
-            stream.write(f"     {'':<{width}}  hint: {check.hint}\n")
+            stream.write(f"     {'':<{width}}  hint: {escape(check.hint)}\n")
     failed = sum(c.ok is False for c in checks)
     na = sum(c.ok is None for c in checks)
     summary = (

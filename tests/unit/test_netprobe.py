@@ -44,7 +44,10 @@ def test_listeners_and_holders_from_a_proc_tree(tmp_path: Path) -> None:
     assert {lst.inode for lst in found} == {4242, 5151}
     holders = netprobe.holders({4242}, tmp_path)
     assert [(h.pid, h.comm) for h in holders] == [(321, "lemond")]
-    assert netprobe.is_lemond(holders[0], Path("/opt/lemonade/lemond"))
+    # The service's MainPID is what makes it lemond, not its name.
+    assert netprobe.is_service(holders[0], 321, Path("/opt/lemonade/lemond"))
+    assert not netprobe.is_service(holders[0], 999, Path("/opt/lemonade/lemond"))
+    assert not netprobe.is_service(holders[0], 0, tmp_path / "no-such-lemond")
     assert holders[0].describe() == "/opt/lemonade/lemond /var/lib/hal0/lemonade"
 
 
@@ -57,4 +60,4 @@ def test_this_process_is_found_holding_a_real_socket() -> None:
         assert [lst.address for lst in found] == ["127.0.0.1"]
         holders = netprobe.holders({found[0].inode})
     assert [h.pid for h in holders] == [os.getpid()]
-    assert not netprobe.is_lemond(holders[0], Path("/opt/lemonade/lemond"))
+    assert not netprobe.is_service(holders[0], 0, Path("/opt/lemonade/lemond"))
