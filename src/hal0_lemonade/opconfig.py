@@ -22,8 +22,19 @@ from hal0_lemonade.layout import HostPath, Layout
 
 PATH = "/etc/hal0/lemonade.toml"
 DEFAULT_PORT = 13305
-# Tokens in llamacpp.extra_args that would break the --parallel 1 --threads N invariant.
-_FORBIDDEN_ARGS = ("-t", "--threads", "-np", "--parallel")
+# Flags llamacpp.extra_args may not carry, with why: the --parallel 1 --threads N invariant,
+# and llama-server's own listener, which stays where lemond puts it (loopback).  A flag is
+# matched in its "--flag value" and "--flag=value" forms alike.
+FORBIDDEN_ARGS: dict[str, str] = {
+    **dict.fromkeys(
+        ("-t", "--threads", "-np", "--parallel"),
+        "hal0 fixes --parallel 1 --threads N (set `threads` instead)",
+    ),
+    **dict.fromkeys(
+        ("--host", "--port"),
+        "llama-server listens where lemond puts it, on loopback only",
+    ),
+}
 BACKENDS = ("rocm", "vulkan", "cpu")
 
 
@@ -61,13 +72,18 @@ def _extra_args(value: Any) -> str | None:
         tokens = split_extra_args(value)
     except ValueError as exc:
         return str(exc)
+    name = forbidden_flag(tokens)
+    if name is not None:
+        return f"may not contain {name}: {FORBIDDEN_ARGS[name]}"
+    return None
+
+
+def forbidden_flag(tokens: list[str]) -> str | None:
+    """The first flag of :data:`FORBIDDEN_ARGS` in ``tokens``, in either form."""
     for token in tokens:
         name = token.split("=", 1)[0]
-        if name in _FORBIDDEN_ARGS:
-            return (
-                f"may not contain {name}: hal0 fixes --parallel 1 --threads N "
-                "(set `threads` instead)"
-            )
+        if name in FORBIDDEN_ARGS:
+            return name
     return None
 
 
