@@ -22,7 +22,7 @@ from hal0_lemonade import health, netprobe, opconfig, report, status
 from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_option
 from hal0_lemonade.errors import CommandError, Hal0Error
 from hal0_lemonade.layout import SERVICE_USER, Layout
-from hal0_lemonade.resources import account, release, unit
+from hal0_lemonade.resources import account, release, service, unit
 from hal0_lemonade.runner import CommandRunner, Identity, SubprocessRunner
 from hal0_lemonade.settings import LISTEN_HOST
 from hal0_lemonade.status import INSTALL_HINT, Check
@@ -253,6 +253,14 @@ def port_check(layout: Layout, port: int, main_pid: int = 0) -> Check:
     )
 
 
+def _main_pid(layout: Layout, runner: CommandRunner) -> int:
+    """The service's MainPID as systemd knows it (0: no systemd here, or not running)."""
+    if not unit.systemd_running(layout):
+        return 0
+    pid = service.show(runner).get("MainPID", "0")
+    return int(pid) if pid.isdigit() else 0
+
+
 def run_checks(
     layout: Layout, runner: CommandRunner, dev_dir: Path
 ) -> tuple[str | None, list[Check], dict[str, list[str]]]:
@@ -274,7 +282,7 @@ def run_checks(
         by["enabled"],
         by["active"],
         by["healthy"],
-        port_check(layout, want.port),
+        port_check(layout, want.port, _main_pid(layout, runner)),
     ]
     return version, checks, {"files": file_problems} if file_problems else {}
 
