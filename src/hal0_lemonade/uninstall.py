@@ -10,6 +10,7 @@ second run changes nothing.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,14 @@ def state_step(layout: Layout, *, purge: bool) -> Step:
     if not purge:
         step.skip_reason = f"kept {layout.home} (config, models, caches); --purge removes it"
     elif _exists(layout.home):
-        step.actions.append(_remove(layout.home, "state, models and caches"))
+        # hal0 owns everything below its home and may have planted links to /etc there.
+        # shutil.rmtree walks by directory fds and unlinks links without following them where
+        # the platform allows (Linux); anywhere it cannot, refuse rather than follow.
+        if not shutil.rmtree.avoids_symlink_attacks:
+            step.hint = f"remove {layout.home} by hand, with a tool that does not follow links"
+            step.skip_reason = "this platform's rmtree could follow links hal0 planted"
+        else:
+            step.actions.append(_remove(layout.home, "state, models and caches"))
     step.ok_detail = f"no {layout.home}"
     return step
 

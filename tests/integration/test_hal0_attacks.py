@@ -214,3 +214,20 @@ def test_a_directory_planted_at_a_name_root_writes_does_not_block_installs(
     backup = root / f"{CONFIG}.bak"
     assert stat.S_ISREG(backup.lstat().st_mode)
     assert json.loads(backup.read_text())["llamacpp"]["args"] == "--parallel 1 --threads 3"
+
+
+def test_purge_does_not_follow_links_hal0_planted(sandbox: tuple[Path, Served, Account]) -> None:
+    root, _, hal0 = sandbox
+    secret = _secret(root, SECRET)
+    etc = root / "etc"
+    before = sorted(p.name for p in etc.iterdir())
+    act_as(hal0, f"""
+        import os
+        os.symlink({str(etc)!r}, {str(root / "var/lib/hal0/models/etc")!r})
+        os.symlink({str(secret)!r}, {str(root / CONFIG)!r} + ".link")
+    """)  # fmt: skip
+    done = run_cli("uninstall", "--root", root, "--purge", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (root / "var/lib/hal0").exists()
+    assert sorted(p.name for p in etc.iterdir()) == before  # passwd etc. still there
+    assert secret.read_text() == SECRET
