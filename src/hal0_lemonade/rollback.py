@@ -53,7 +53,7 @@ def build_steps(layout: Layout, runner: CommandRunner) -> tuple[list[plan.Step],
     else:
 
         def restart_it() -> str:
-            runner.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
+            service.restart_afresh(runner)
             return service.wait_ready(
                 runner, LISTEN_HOST, _port(layout), START_TIMEOUT_S, HEALTH_TIMEOUT_S
             )

@@ -188,6 +188,15 @@ def wait_ready(
     return f"active and healthy on {host}:{port}" + (f" (lemond {version})" if version else "")
 
 
+def restart_afresh(runner: CommandRunner) -> None:
+    """Restart with systemd's start-rate counter cleared first: a release that just failed
+    and was restarted by ``Restart=on-failure`` has used up the unit's start budget (5 in
+    10 s), and the restart that brings the good release back must not be refused with
+    ``start-limit-hit``."""
+    runner.run(["systemctl", "reset-failed", SERVICE_NAME], check=False)
+    runner.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
+
+
 ROLLBACK_HINT = (
     "the previous release is live and serving again; see `journalctl -u hal0-lemonade -n 50` "
     "for why the new one failed before installing it again"
@@ -215,7 +224,7 @@ def ready_or_roll_back(
         if roll_back is None:
             raise
         swapped = roll_back()
-        runner.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
+        restart_afresh(runner)
         try:
             ready = wait_ready(runner, host, port, start_timeout, health_timeout)
         except ServiceError as again:
