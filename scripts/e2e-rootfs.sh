@@ -31,7 +31,8 @@ cache_dir=${HAL0_E2E_CACHE:-$repo_dir/.cache/e2e}
 key=$(sha256sum "$script_path" | cut -c1-16)
 archive="$cache_dir/rootfs-bookworm-$key.tar.zst"
 stamp_name=.hal0-e2e-rootfs
-packages=systemd,systemd-sysv,dbus,python3,python3-venv,curl,procps,iproute2
+# libdrm2 and libdrm-amdgpu1: the real lemond 11.x links them (10.x does not).
+packages=systemd,systemd-sysv,dbus,python3,python3-venv,curl,procps,iproute2,libdrm2,libdrm-amdgpu1
 
 log() { echo "e2e-rootfs: $*" >&2; }
 
@@ -70,6 +71,10 @@ build_root() {
     # A fresh machine-id on every boot; nspawn hands one in.
     : >"$target/etc/machine-id"
     echo hal0-e2e >"$target/etc/hostname"
+    # As on any installed Debian (minbase has no netbase): lemond on its defaults (a broken
+    # config.json) listens on "localhost" and exits when that does not resolve.
+    printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+        >"$target/etc/hosts"
     # Nothing in the suite logs in: no getty on the container console.
     ln -sf /dev/null "$target/etc/systemd/system/console-getty.service"
 }

@@ -19,16 +19,17 @@ def get_health(host: str, port: int, *, timeout: float = 1.0) -> dict[str, Any] 
 
     The answer comes from a process running as hal0, so ``timeout`` bounds the whole
     exchange (a server sending a byte a second cannot hold it) and the answer is capped at
-    :data:`MAX_ANSWER`.  A plain HTTP/1.0 request over a socket: no keep-alive, no chunked
-    body to decode, and none of http.client's imports on the install's path.
+    :data:`MAX_ANSWER`.  HTTP/1.1 over a plain socket (none of http.client's imports on the
+    install's path), read up to the announced length, and then *we* close: were the server
+    to close first, every poll would leave a TIME_WAIT socket on lemond's own port.
     """
     deadline = time.monotonic() + timeout
-    request = f"GET {HEALTH_PATH} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode()
+    request = f"GET {HEALTH_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
     received = bytearray()
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(request)
-            while len(received) <= MAX_ANSWER:
+            while len(received) <= MAX_ANSWER and not _complete(received):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -42,14 +43,56 @@ def get_health(host: str, port: int, *, timeout: float = 1.0) -> dict[str, Any] 
     return _parse_answer(bytes(received))
 
 
-def _parse_answer(raw: bytes) -> dict[str, Any] | None:
-    if len(raw) > MAX_ANSWER:
-        return None
+def _split(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes] | None:
+    """(status line, headers by lower-case name, body so far); None until the head is in."""
     head, sep, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].split()
-    if not sep or len(status) < 2 or status[1] != b"200":
+    if not sep:
+        return None
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def _complete(raw: bytearray) -> bool:
+    """The whole answer is in: its Content-Length of body, or a chunked body's last chunk."""
+    parts = _split(bytes(raw))
+    if parts is None:
+        return False
+    _, headers, body = parts
+    length = headers.get(b"content-length", b"")
+    if length.isdigit():
+        return len(body) >= int(length)
+    return headers.get(b"transfer-encoding", b"").lower() == b"chunked" and body.endswith(
+        b"0\r\n\r\n"
+    )
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
+
+
+def _parse_answer(raw: bytes) -> dict[str, Any] | None:
+    parts = _split(raw) if len(raw) <= MAX_ANSWER else None
+    if parts is None:
+        return None
+    status, headers, body = parts
+    code = status.split()
+    if len(code) < 2 or code[1] != b"200":
         return None
     try:
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            body = _dechunk(body)
         data = json.loads(body or b"{}")
     except (ValueError, RecursionError):
         return None

@@ -106,6 +106,20 @@ def _listener_flags(args: str) -> list[str]:
     return []
 
 
+def _stranger_on(port: int, main_pid: int) -> str:
+    """Who else holds the port, when that is not the service's MainPID ("" when it is, or
+    when this user cannot see the holders).  lemond does not exit when its port is taken, so
+    "active" plus an answer on the port is not yet "healthy"."""
+    from hal0_lemonade import netprobe  # /proc scan: only when something answers
+
+    listeners = netprobe.listeners(port)
+    holders = netprobe.holders({lst.inode for lst in listeners}) if listeners else []
+    if not holders or any(h.pid == main_pid for h in holders):
+        return ""
+    named = ", ".join(f"pid {h.pid} ({h.describe()})" for h in holders)
+    return f"{named}, not the service (MainPID {main_pid})"
+
+
 def state_check(layout: Layout) -> Check:
     """The hal0 tree holds only what belongs there: real directories, a sound config.json.
 
@@ -203,10 +217,13 @@ def collect(
             Check("active", active == "active", f"{active} (MainPID {pid})", service.JOURNAL_HINT)
         )
         answer = health.get_health(LISTEN_HOST, port) if active == "active" else None
-        detail = (
-            f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')})"
-            if answer is not None
-            else f"{health.HEALTH_PATH} on {LISTEN_HOST}:{port} does not answer"
-        )
-        checks.append(Check("healthy", answer is not None, detail, service.JOURNAL_HINT))
+        stranger = _stranger_on(port, int(pid) if pid.isdigit() else 0) if answer else ""
+        if stranger:
+            detail = f"{health.HEALTH_PATH} on port {port} is answered by {stranger}"
+        elif answer is not None:
+            detail = f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')})"
+        else:
+            detail = f"{health.HEALTH_PATH} on {LISTEN_HOST}:{port} does not answer"
+        healthy = answer is not None and not stranger
+        checks.append(Check("healthy", healthy, detail, service.JOURNAL_HINT))
     return rel.version, checks

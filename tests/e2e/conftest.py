@@ -16,6 +16,7 @@ systemd. A root that cannot be built is always a failure.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -87,6 +88,43 @@ class Releases:
         ]
 
 
+REAL_ENV = "HAL0_REAL_LEMONADE"
+REAL_DIR = "/real"  # where the real archives are bound inside every container
+
+
+@dataclass(frozen=True)
+class RealRelease:
+    """A real Lemonade archive (``$HAL0_REAL_LEMONADE``), verified against its .sha256."""
+
+    version: str
+    name: str
+    sha256: str
+
+    def args(self) -> list[str]:
+        return [
+            "--version", self.version, "--artifact", f"{REAL_DIR}/{self.name}",
+            "--sha256", self.sha256,
+        ]  # fmt: skip
+
+
+def real_releases() -> tuple[Path | None, dict[str, RealRelease], str]:
+    """The real archives found through ``$HAL0_REAL_LEMONADE``, and why none when empty."""
+    raw = os.environ.get(REAL_ENV, "")
+    if not raw:
+        return None, {}, f"{REAL_ENV} is not set (a directory of real Lemonade archives)"
+    directory = Path(raw)
+    found: dict[str, RealRelease] = {}
+    for digest_file in sorted(directory.glob("lemonade-embeddable-*-ubuntu-x64.tar.gz.sha256")):
+        archive = digest_file.with_suffix("")
+        expected = digest_file.read_text().split()[0]
+        actual = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if actual != expected:
+            pytest.fail(f"{archive} does not match {digest_file.name}", pytrace=False)
+        version = archive.name.removeprefix("lemonade-embeddable-").split("-ubuntu")[0]
+        found[version] = RealRelease(version, archive.name, expected)
+    return directory, found, "" if found else f"no real archives in {directory}"
+
+
 @dataclass(frozen=True)
 class E2E:
     rootfs: Path
@@ -94,6 +132,16 @@ class E2E:
     venv: Path
     releases: Releases
     workdir: Path
+    real_dir: Path | None = None
+    real: dict[str, RealRelease] | None = None
+    real_missing: str = ""
+
+    def real_release(self, version: str) -> RealRelease:
+        """The real archive of ``version``; the test is skipped, saying why, without it."""
+        if not self.real or version not in self.real:
+            # Skipped, not failed, even in CI: the reason is printed with -ra (addopts).
+            pytest.skip(self.real_missing or f"no real Lemonade {version} in {self.real_dir}")
+        return self.real[version]
 
     @contextlib.contextmanager
     def boot(self, rootfs: Path | None = None, *, volatile: bool = True) -> Iterator[Container]:
@@ -107,6 +155,7 @@ class E2E:
                 (self.venv, VENV),
                 (self.wheels, WHEELS),
                 (self.releases.directory, RELEASES),
+                *([(self.real_dir, REAL_DIR)] if self.real_dir is not None else []),
             ],
         ) as container:
             serve_releases(container)
@@ -259,7 +308,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
                 process.kill()
                 process.wait()
     TIMINGS["prepare total"] = time.monotonic() - started
-    return E2E(rootfs, wheels, venv, releases, workdir)
+    real_dir, real, missing = real_releases()
+    return E2E(rootfs, wheels, venv, releases, workdir, real_dir, real, missing)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -115,16 +115,25 @@ def plan(
                     f"port {port} on {host} is already in use by another process",
                     hint=f"find it with `ss -ltnp 'sport = :{port}'` and stop it, then re-run",
                 )
+            # A unit that kept failing (the broken config this install just repaired) may
+            # have used up its start budget: clear it, or the start is refused.
+            runner.run(["systemctl", "reset-failed", SERVICE_NAME], check=False)
             runner.run(["systemctl", "start", SERVICE_NAME], timeout=120)
             return "started"
 
         step.actions.append(Action("start", start_it, diff=f"$ systemctl start {SERVICE_NAME}\n"))
     elif restart:
+
+        def restart_it() -> str:
+            restart_afresh(runner)
+            return "restarted (config, unit or release changed)"
+
         step.actions.append(
-            _act(
+            Action(
                 "restart (config, unit or release changed)",
-                ["systemctl", "restart", SERVICE_NAME],
-                runner,
+                restart_it,
+                diff=f"$ systemctl reset-failed {SERVICE_NAME}\n"
+                f"$ systemctl restart {SERVICE_NAME}\n",
             )
         )
 
@@ -189,10 +198,11 @@ def wait_ready(
 
 
 def restart_afresh(runner: CommandRunner) -> None:
-    """Restart with systemd's start-rate counter cleared first: a release that just failed
-    and was restarted by ``Restart=on-failure`` has used up the unit's start budget (5 in
-    10 s), and the restart that brings the good release back must not be refused with
-    ``start-limit-hit``."""
+    """Restart with systemd's start-rate counter cleared first (``reset-failed`` resets it on
+    an active unit too): a daemon that just failed and was restarted by
+    ``Restart=on-failure``, or a few quick restarts, use up the unit's start budget (5 in
+    10 s), and the restart that applies a repair or brings the good release back must not be
+    refused with ``start-limit-hit``."""
     runner.run(["systemctl", "reset-failed", SERVICE_NAME], check=False)
     runner.run(["systemctl", "restart", SERVICE_NAME], timeout=120)
 
