@@ -69,6 +69,21 @@ def _http_timeout() -> float:
     return value
 
 
+def _http_deadline() -> float:
+    raw = os.environ.get("HAL0_LEMONADE_HTTP_DEADLINE", "").strip()
+    if not raw:
+        return 1800.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 86400:
+        raise UsageError(
+            f"HAL0_LEMONADE_HTTP_DEADLINE={raw!r} is not a number of seconds in (0, 86400]"
+        )
+    return value
+
+
 # Subcommands that live in their own modules, imported only when one of them runs (or --help
 # lists them): an install need not pay for doctor's, config's or uninstall's imports.
 _ELSEWHERE = {
@@ -157,6 +172,7 @@ def _install(
 ) -> int:
     del debug  # handled by guard()
     http_timeout = _http_timeout()  # a malformed value is a usage error before any work
+    http_deadline = _http_deadline()
     wanted = settings.build(
         root=root,
         version=version,
@@ -190,7 +206,9 @@ def _install(
         return EXIT_OK
 
     with engine.install_lock(layout):
-        steps = engine.build_steps(wanted, runner, progress=bar, http_timeout=http_timeout)
+        steps = engine.build_steps(
+            wanted, runner, progress=bar, http_timeout=http_timeout, http_deadline=http_deadline
+        )
         result = plan.apply(steps, wanted.pin.version, reporter)
     if as_json:
         report.dump_json(report.result_json(result))

@@ -6,6 +6,17 @@ system's trust store, and a body read with one ``recv`` per chunk.  A dropped co
 resumed with ``Range``/``If-Range`` within a run, and across runs from the partial download the
 release resource keeps in its cache.
 
+Whoever serves the bytes is not trusted until the digest of the whole file matches, so no delay
+or length the server chooses may hold the installer without bound:
+
+- retries end after ``attempts`` failures in a row that brought no byte beyond the furthest one
+  reached (bytes a server re-sends from the start, and we skip, are not progress);
+- the whole download has a deadline (HAL0_LEMONADE_HTTP_DEADLINE), which no trickle can
+  outlast: past it, the connection in use is shut down wherever http.client or ssl waits;
+- the body never goes past the length the server announced, nor past what a release archive
+  can be (:func:`download_cap`), so the partial download teed to the cache stays bounded too;
+- error and redirect bodies are not read.
+
 (httpx did this job before.  On the bench's 52 MB archive it spent ~0.15 s of CPU in its
 per-chunk Python code, on the thread that also inflates, plus ~80 ms importing itself and
 loading certifi's bundle even for http:// URLs; http.client reads the same body for ~0.02 s.
@@ -16,19 +27,126 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import math
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
-from typing import IO, cast
+import weakref
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
-from hal0_lemonade import failpoints
-from hal0_lemonade.errors import FetchError
+from hal0_lemonade import archive, failpoints
+from hal0_lemonade.errors import ArchiveError, FetchError
 
 # The most one recv may bring.  A chunk is hashed, teed to the partial download and handed on
 # before the next recv, so a reset loses at most the bytes in flight.
 NET_CHUNK = 256 * 1024
+DEADLINE = 1800.0  # seconds for a whole download (HAL0_LEMONADE_HTTP_DEADLINE's default)
+_CUT_EVERY = 0.05  # seconds between cuts once the deadline has passed
+
+
+def download_cap(limits: archive.Limits) -> int:
+    """The most bytes a release archive can be: what it may unpack to, plus the tar headers
+    and padding of each entry (well under 4 KiB), deflate's worst-case growth (well under
+    0.1%) and the gzip framing.  A longer download is not a release."""
+    return limits.max_total_bytes * 1001 // 1000 + limits.max_entries * 4096 + (1 << 20)
+
+
+class _Deadline:
+    """A download's overall time limit, enforced on whatever connection it is using.
+
+    Socket timeouts bound each wait, not their sum: a server that sends a byte every
+    (timeout - 1) s, in the head, the body or an error body, never trips them, and urllib and
+    http.client wait in loops we cannot reach (headers, chunk lines, a proxy's answer).  So
+    once the deadline has passed, a thread shuts down the socket in use -- and again every
+    ``_CUT_EVERY`` s, in case one was being opened -- which ends any wait on it at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends = time.monotonic() + seconds
+        self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hal0-deadline", daemon=True)
+        self._thread.start()
+
+    def left(self) -> float:
+        return self._ends - time.monotonic()
+
+    def timeout(self, timeout: float) -> float:
+        """A socket timeout: ``timeout``, but not past the deadline (nor zero: non-blocking)."""
+        return max(min(timeout, self.left()), 0.01)
+
+    def connecting(self, conn: http.client.HTTPConnection) -> None:
+        self._conn, self._sock = conn, None
+
+    def connected(self, conn: http.client.HTTPConnection) -> None:
+        # urllib drops ``conn.sock`` once the response head is read; the response keeps
+        # reading from this socket.
+        self._sock = conn.sock
+
+    def _run(self) -> None:
+        if self._stopped.wait(self.seconds):
+            return
+        while True:
+            conn = self._conn
+            for sock in (self._sock, conn.sock if conn is not None else None):
+                if sock is not None:
+                    # The plain socket's own shutdown, also for a TLS one: SSLSocket.shutdown
+                    # would reset its TLS state under a read running in another thread.
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            if self._stopped.wait(_CUT_EVERY):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class _Connection(http.client.HTTPConnection):
+    """A connection the deadline can see and cut.  ``deadline`` is set by :func:`_handler`."""
+
+    deadline: _Deadline
+
+    def connect(self) -> None:
+        self.deadline.connecting(self)
+        super().connect()  # TCP, and the CONNECT of a proxy tunnel
+        # For https the TLS handshake comes next (HTTPSConnection.connect calls this first);
+        # it may take only what is left of the deadline.
+        self.sock.settimeout(self.deadline.timeout(self.timeout or math.inf))
+        self.deadline.connected(self)
+
+
+class _TLSConnection(http.client.HTTPSConnection, _Connection):
+    def connect(self) -> None:
+        super().connect()  # HTTPSConnection's: _Connection's, then the TLS handshake
+        self.deadline.connected(self)
+
+
+def _handler(
+    base: type[urllib.request.AbstractHTTPHandler],
+    connection: type[_Connection],
+    deadline: _Deadline,
+) -> urllib.request.AbstractHTTPHandler:
+    """urllib's http or https handler, opening its connections as ``connection``."""
+
+    def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        conn = connection(host, **kwargs)
+        conn.deadline = deadline
+        return conn
+
+    class Handler(base):  # type: ignore[misc,valid-type]
+        def do_open(
+            self, http_class: object, req: urllib.request.Request, **kwargs: Any
+        ) -> http.client.HTTPResponse:
+            del http_class  # the stdlib's own class, replaced by ours
+            return cast(http.client.HTTPResponse, super().do_open(make, req, **kwargs))
+
+    return cast(urllib.request.AbstractHTTPHandler, Handler())
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -49,24 +167,27 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         headers: http.client.HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
+        # urllib reads a redirect's whole body into memory before it follows it (``fp.read()``
+        # in http_error_302), and the server picks its length.  Closed, that read is a no-op.
+        fp.close()
         if urlsplit(newurl).scheme not in {"http", "https"}:
             raise FetchError(f"refusing a redirect from {req.full_url} to {newurl}")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _opener() -> urllib.request.OpenerDirector:
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
     """http and https only (``build_opener`` would add file, ftp and data handlers).
 
     ``ProxyHandler()`` reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment; https
     verifies against the system's trust store (SSL_CERT_FILE/SSL_CERT_DIR honoured), loaded
-    only when a TLS connection is made.
+    only when a TLS connection is made.  Every connection is one ``deadline`` can cut.
     """
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
         urllib.request.UnknownHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        _handler(urllib.request.HTTPHandler, _Connection, deadline),
+        _handler(urllib.request.HTTPSHandler, _TLSConnection, deadline),
         urllib.request.HTTPDefaultErrorHandler(),
         _Redirects(),
         urllib.request.HTTPErrorProcessor(),
@@ -76,29 +197,43 @@ def _opener() -> urllib.request.OpenerDirector:
 
 
 class HttpBody:
-    """A GET that survives dropped connections by resuming at the byte it reached."""
+    """A GET that survives dropped connections by resuming at the byte it reached.
+
+    ``attempts`` failures in a row (connect errors, 5xx/429, stalls, resets) without a byte
+    beyond the furthest one reached end it; so does ``deadline`` seconds in all.
+    ``max_bytes`` caps the body (default: :func:`download_cap` of the archive limits).
+    """
 
     def __init__(
         self,
         url: str,
         *,
         timeout: float,
+        deadline: float = DEADLINE,
         attempts: int = 4,
         offset: int = 0,
         validator: str | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.url = url
         self.offset = offset  # bytes of the artifact delivered so far (incl. a kept prefix)
         self.validator = validator
         self.total: int | None = None
         self._attempts = attempts
-        self._opener = _opener()
         self._timeout = timeout
+        self._max = download_cap(archive.Limits.from_env()) if max_bytes is None else max_bytes
+        self._deadline = _Deadline(deadline)
+        # Its thread ends with this object even if nobody closes it (a caller failing between
+        # construction and reading); close() ends it sooner.
+        weakref.finalize(self, self._deadline.stop)
+        self._opener = _opener(self._deadline)
         self._resp: http.client.HTTPResponse | None = None
         self._buffer = b""
         self._pos = 0  # bytes of _buffer already read
         self._skip = 0
         self._delivered = 0  # bytes handed to the reader by this object
+        self._failures = 0  # in a row, since the download last got past byte _stuck_at
+        self._stuck_at = offset
         self.restarted = False  # True when a kept prefix was dropped: the body starts at 0
         try:
             self._connect()
@@ -116,8 +251,9 @@ class HttpBody:
                 headers["If-Range"] = self.validator
         # The opener has http and https handlers only (and redirects stay within them).
         request = urllib.request.Request(self.url, headers=headers)  # noqa: S310
+        timeout = self._deadline.timeout(self._timeout)
         try:
-            return cast(http.client.HTTPResponse, self._opener.open(request, timeout=self._timeout))
+            return cast(http.client.HTTPResponse, self._opener.open(request, timeout=timeout))
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:  # a redirect urllib would not follow
                 exc.close()
@@ -127,12 +263,8 @@ class HttpBody:
             raise FetchError(f"invalid artifact URL {self.url}: {exc}") from exc
 
     def _connect(self) -> None:
-        delay = 0.25
-        last: str = ""
-        for attempt in range(self._attempts):
-            if attempt:
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        while True:
+            self._check_deadline()
             try:
                 resp = self._open()
             except (OSError, http.client.HTTPException) as exc:
@@ -142,34 +274,70 @@ class HttpBody:
                         hint="check the mirror's certificate; a private CA belongs in the "
                         "system trust store (update-ca-certificates) or in SSL_CERT_FILE",
                     ) from exc
-                last = _describe(exc)
+                self._failed(_describe(exc))
                 continue
+            if self._deadline.left() <= 0:  # the head may have been cut short
+                resp.close()
+                self._check_deadline()
+            # Error bodies are not read (closing is enough: no connection is reused), so a
+            # server cannot hold us with a long or trickled one.
             if resp.status >= 500 or resp.status == 429:
-                last = f"HTTP {resp.status}"
-                _discard(resp)
+                resp.close()
+                self._failed(f"HTTP {resp.status}")
                 continue
             if resp.status == 416 and self.offset and not self._delivered:
                 # The kept prefix is no prefix of what the server has now: either it is the
                 # whole file already (a run killed before it could rename it), or stale.
-                _discard(resp)
+                resp.close()
                 if _content_range_total(resp.headers.get("Content-Range", "")) == self.offset:
                     self.total = self.offset
                     return
-                self._start_over()
+                self._start_over()  # the next request has no Range: no second 416
                 continue
             if resp.status not in (200, 206):
-                _discard(resp)
+                resp.close()
                 raise FetchError(
                     f"HTTP {resp.status} fetching {self.url}",
                     hint="check --version/--artifact; the release may not exist at that URL",
                 )
             self._accept(resp)
             return
+
+    def _failed(self, reason: str) -> None:
+        """Count a failure; give up after ``attempts`` in a row with no new byte, else back
+        off (0.25 s, 0.5 s, 1 s, then 2 s; never past the deadline)."""
+        self._check_deadline()  # a failure past it may be the deadline's own cut
+        if self.offset > self._stuck_at:
+            self._stuck_at, self._failures = self.offset, 0
+        self._failures += 1
+        if self._failures >= self._attempts:
+            raise FetchError(
+                f"could not fetch {self.url}: {self._failures} attempts in a row got no "
+                f"further than byte {self.offset} (last: {reason})",
+                hint=self._hint(
+                    "check the network, the proxy settings (HTTPS_PROXY/NO_PROXY) or the "
+                    "mirror, or use a local --artifact (HAL0_LEMONADE_HTTP_TIMEOUT sets the "
+                    "connect and read timeout in seconds)"
+                ),
+            )
+        time.sleep(min(0.25 * 2 ** (self._failures - 1), 2.0, max(self._deadline.left(), 0)))
+
+    def _check_deadline(self) -> None:
+        if self._deadline.left() > 0:
+            return
         raise FetchError(
-            f"could not fetch {self.url} after {self._attempts} attempts: {last}",
-            hint="check the network, proxy settings (HTTPS_PROXY/NO_PROXY) or use a local "
-            "--artifact; a re-run resumes the partial download",
+            f"download of {self.url} did not complete within {self._deadline.seconds:g} s "
+            f"(HAL0_LEMONADE_HTTP_DEADLINE); it got to byte {self.offset}",
+            hint=self._hint(
+                "the mirror is too slow or keeps stalling; use another mirror or a local "
+                "--artifact, or raise HAL0_LEMONADE_HTTP_DEADLINE for a slow link"
+            ),
         )
+
+    def _hint(self, text: str) -> str:
+        # Only bytes kept can be resumed: after a DNS failure or a refused connection there
+        # are none, and promising a resume would mislead.
+        return f"{text}; a re-run resumes at byte {self.offset}" if self.offset else text
 
     def _accept(self, resp: http.client.HTTPResponse) -> None:
         if resp.status == 206:
@@ -188,9 +356,12 @@ class HttpBody:
             # Mid-transfer, the server ignored the Range: skip what was already delivered;
             # the final digest check catches a file that changed under us.
             self._skip = self.offset
-        length = resp.headers.get("Content-Length")
-        if length is not None and length.isdigit() and self.total is None:
-            self.total = int(length) + (self.offset - self._skip)
+        length = _number(resp.headers.get("Content-Length", ""))
+        if length is not None and self.total is None:
+            self.total = length + (self.offset - self._skip)
+            if self.total > self._max:
+                resp.close()
+                raise self._too_big(f"announces {self.total} bytes")
         etag = resp.headers.get("ETag")
         if self.validator is None:
             if etag and not etag.startswith("W/"):
@@ -199,15 +370,28 @@ class HttpBody:
                 self.validator = resp.headers.get("Last-Modified")
         self._resp = resp
 
+    def _too_big(self, what: str) -> ArchiveError:
+        # An ArchiveError: these bytes are no release, and must not seed a later resume.
+        return ArchiveError(
+            f"{self.url} {what}, more than a release archive can be ({self._max} bytes, from "
+            "HAL0_LEMONADE_MAX_UNPACKED_BYTES and HAL0_LEMONADE_MAX_ENTRIES)",
+            hint="the mirror serves something other than the release; nothing was installed",
+        )
+
     def _start_over(self) -> None:
         self.offset = 0
         self.validator = None
         self.total = None
         self.restarted = True
+        self._stuck_at = 0
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, size: int) -> bytes:
         while self._pos >= len(self._buffer):
+            # Nothing past the announced end: http.client stops at each response's own
+            # Content-Length, this holds across responses (a resumed one may announce more).
+            if self.total is not None and self.offset >= self.total:
+                return b""
             chunk = self._next_chunk()
             if chunk is None:
                 return b""
@@ -215,6 +399,10 @@ class HttpBody:
                 cut = min(self._skip, len(chunk))
                 self._skip -= cut
                 chunk = chunk[cut:]
+            if self.total is not None:
+                chunk = chunk[: self.total - self.offset]
+            elif self.offset + len(chunk) > self._max:  # no length announced: the cap
+                raise self._too_big(f"sent more than {self._max} bytes")
             self._buffer, self._pos = chunk, 0
         # A read of a whole chunk hands the chunk itself on (no copy); a smaller one advances
         # an offset instead of re-slicing the rest of the chunk each time.
@@ -239,25 +427,25 @@ class HttpBody:
         return None
 
     def _next_chunk(self) -> bytes | None:
-        last = ""
-        for _ in range(self._attempts):
+        while True:
+            self._check_deadline()
             try:
                 chunk = self._recv()
             except TimeoutError:
-                last = f"no data for {self._timeout:g} s (stalled)"
+                reason = f"no data for {self._timeout:g} s (stalled)"
             except (OSError, http.client.HTTPException) as exc:
-                last = _describe(exc)
+                reason = _describe(exc)
             else:
-                if chunk is not None:
+                if chunk is None:
+                    # A body without a length ends when the connection does, which is also
+                    # what the deadline's cut looks like.
+                    self._check_deadline()
+                else:
                     failpoints.hit("download.chunk")
                 return chunk
             self._close_response()
+            self._failed(reason)
             self._connect()  # resumes at self.offset (+ buffered skip)
-        raise FetchError(
-            f"download of {self.url} kept failing mid-transfer at byte {self.offset}: {last}",
-            hint="check the network or the mirror; a re-run resumes the partial download "
-            "(HAL0_LEMONADE_HTTP_TIMEOUT sets the connect and read timeout in seconds)",
-        )
 
     def _close_response(self) -> None:
         if self._resp is not None:
@@ -267,6 +455,7 @@ class HttpBody:
 
     def close(self) -> None:
         self._close_response()
+        self._deadline.stop()
 
 
 def _unfollowed(url: str, exc: urllib.error.HTTPError) -> FetchError:
@@ -284,14 +473,6 @@ def _unfollowed(url: str, exc: urllib.error.HTTPError) -> FetchError:
     )
 
 
-def _discard(resp: http.client.HTTPResponse, limit: int = 64 * 1024) -> None:
-    """Close an error response, reading a short body first so the connection ends cleanly
-    (closing a socket with unread data makes the kernel reset it)."""
-    with contextlib.suppress(Exception):
-        resp.read(limit)
-    resp.close()
-
-
 def _untrusted(exc: BaseException) -> bool:
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     return isinstance(reason, ssl.SSLCertVerificationError)
@@ -305,10 +486,14 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def _number(value: str) -> int | None:
+    # ASCII digits only: str.isdigit() is also true for "²", which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def _content_range_total(value: str) -> int | None:
     # "bytes */200" (416) or "bytes 0-99/200"
-    total = value.rpartition("/")[2]
-    return int(total) if total.isdigit() else None
+    return _number(value.rpartition("/")[2])
 
 
 def _content_range_start(value: str) -> int | None:

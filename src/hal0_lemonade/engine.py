@@ -38,10 +38,15 @@ def build_steps(
     *,
     progress: fetch.Progress | None = None,
     http_timeout: float = 30.0,
+    http_deadline: float = 1800.0,
 ) -> list[plan.Step]:
     layout = settings.layout
     installer = release.Installer(
-        layout, http_timeout=http_timeout, limits=archive.Limits.from_env(), progress=progress
+        layout,
+        http_timeout=http_timeout,
+        http_deadline=http_deadline,
+        limits=archive.Limits.from_env(),
+        progress=progress,
     )
     was = release.probe(layout)
     steps = [

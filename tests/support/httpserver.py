@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,8 +35,9 @@ FIXED_LAST_MODIFIED = 1_740_787_200.0
 
 # --- faults -------------------------------------------------------------------------------
 # Each fault applies to the first ``times`` requests for its path (None: every request).
-# Body faults (Reset, Stall, ShortBody, LongBody, Trickle, WrongContent) only act on, and
-# only count, GET requests; Status and redirects act on every method.
+# Body faults (Reset, Stall, ShortBody, LongBody, Trickle, SlowHead, WrongContent) only act
+# on, and only count, GET requests; Status, SlowError and redirects act on every method.
+# The body faults answer 200 with the resource from byte 0 whatever the Range asked for.
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,12 @@ class Reset:
 
 @dataclass(frozen=True)
 class Stall:
-    """Send headers, then nothing for ``seconds`` (bounded), then close."""
+    """Send headers and the first ``after_bytes`` of the body, then nothing for ``seconds``
+    (bounded), then close."""
 
     seconds: float = 5.0
     times: int | None = None
+    after_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,24 +77,33 @@ class ShortBody:
 
 @dataclass(frozen=True)
 class LongBody:
-    """Send the whole resource plus ``extra`` junk bytes, announcing ``announce`` bytes.
+    """Send the whole resource plus ``extra`` junk bytes (``fill``), announcing ``announce``.
 
     ``announce`` defaults to the resource's true size; set it lower to make a client
-    that trusts Content-Length keep a truncated prefix.
+    that trusts Content-Length keep a truncated prefix, or higher to announce a size the
+    body never reaches (a str is sent as it is).  ``no_length`` sends no Content-Length at
+    all: the body ends when the server closes the connection.
     """
 
     extra: int = 1024
-    announce: int | None = None
+    announce: int | str | None = None
     times: int | None = None
+    fill: bytes = b"\xa5"
+    no_length: bool = False
 
 
 @dataclass(frozen=True)
 class Redirect:
-    """Redirect to ``to`` (a path on this server, or an absolute URL)."""
+    """Redirect to ``to`` (a path on this server, or an absolute URL).
+
+    ``body_bytes``: the redirect's own body is that many zero bytes (announced), streamed as
+    fast as the client takes them, instead of a short text.
+    """
 
     to: str
     code: int = 302
     times: int | None = None
+    body_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,27 @@ class Trickle:
 
 
 @dataclass(frozen=True)
+class SlowHead:
+    """Send the status line, then header bytes one every ``interval`` seconds, never ending
+    the head; close after ``max_seconds`` (bounded)."""
+
+    interval: float = 0.2
+    max_seconds: float = 10.0
+    times: int | None = None
+
+
+@dataclass(frozen=True)
+class SlowError:
+    """Answer ``code``, announcing a 1 MiB body and sending it one byte every ``interval``
+    seconds; close after ``max_seconds`` (bounded)."""
+
+    code: int = 503
+    interval: float = 0.2
+    max_seconds: float = 10.0
+    times: int | None = None
+
+
+@dataclass(frozen=True)
 class WrongContent:
     """Serve other bytes (default: the resource with every byte inverted, same length)."""
 
@@ -121,9 +154,19 @@ class WrongContent:
 
 
 Fault = (
-    Status | Reset | Stall | ShortBody | LongBody | Redirect | RedirectLoop | Trickle | WrongContent
+    Status
+    | Reset
+    | Stall
+    | ShortBody
+    | LongBody
+    | Redirect
+    | RedirectLoop
+    | Trickle
+    | SlowHead
+    | SlowError
+    | WrongContent
 )
-_BODY_FAULTS = (Reset, Stall, ShortBody, LongBody, Trickle, WrongContent)
+_BODY_FAULTS = (Reset, Stall, ShortBody, LongBody, Trickle, SlowHead, WrongContent)
 
 
 @dataclass(frozen=True)
@@ -363,6 +406,15 @@ class HTTPTestServer(_Loopback):
         """Sleep (bounded); return False if the server is stopping."""
         return not self.stopping.wait(min(seconds, MAX_FAULT_SECONDS))
 
+    def drip(self, write: Callable[[], object], interval: float, max_seconds: float) -> None:
+        """Call ``write`` every ``interval`` seconds for at most ``max_seconds`` (bounded),
+        until the server stops."""
+        deadline = time.monotonic() + min(max_seconds, MAX_FAULT_SECONDS)
+        while time.monotonic() < deadline:
+            write()
+            if not self.sleep(interval):
+                return
+
 
 class _FileHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -406,16 +458,37 @@ class _FileHandler(BaseHTTPRequestHandler):
         elif isinstance(fault, Redirect | RedirectLoop):
             to = path if isinstance(fault, RedirectLoop) else fault.to
             location = self.owner.url(to) if to.startswith("/") else to
-            self._simple(fault.code, b"moved\n", {"Location": location})
+            if isinstance(fault, Redirect) and fault.body_bytes:
+                self._big_redirect(fault, location)
+            else:
+                self._simple(fault.code, b"moved\n", {"Location": location})
+        elif isinstance(fault, SlowError):
+            self.close_connection = True
+            self.send_response(fault.code)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            self.owner.drip(lambda: self.wfile.write(b"x"), fault.interval, fault.max_seconds)
         elif fault is None or isinstance(fault, WrongContent):
             self._normal(resource, fault)
         else:
             self._broken(resource, fault)
 
-    def _headers(self, resource: _Resource, code: int, length: int, extra: dict[str, str]) -> None:
+    def _big_redirect(self, fault: Redirect, location: str) -> None:
+        self.close_connection = True
+        self.send_response(fault.code)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", str(fault.body_bytes))
+        self.end_headers()
+        if self.command != "HEAD":
+            _write_fill(self.wfile, b"\0", fault.body_bytes)
+
+    def _headers(
+        self, resource: _Resource, code: int, length: int | str | None, extra: dict[str, str]
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", resource.content_type)
-        self.send_header("Content-Length", str(length))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
         self.send_header("ETag", resource.etag)
         self.send_header("Last-Modified", resource.last_modified)
         self.send_header("Accept-Ranges", "bytes")
@@ -459,12 +532,19 @@ class _FileHandler(BaseHTTPRequestHandler):
         """Body faults: the connection is never reused afterwards."""
         self.close_connection = True
         size = resource.size
+        if isinstance(fault, SlowHead):
+            # Written raw: send_response would end the status line's head with the headers.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            self.owner.drip(lambda: self.wfile.write(b"a"), fault.interval, fault.max_seconds)
+            return
         if isinstance(fault, LongBody):
             announce = size if fault.announce is None else fault.announce
-            self._headers(resource, 200, announce, {"Connection": "close"})
+            self._headers(
+                resource, 200, None if fault.no_length else announce, {"Connection": "close"}
+            )
             for chunk in resource.read(0, size):
                 self.wfile.write(chunk)
-            self.wfile.write(b"\xa5" * fault.extra)
+            _write_fill(self.wfile, fault.fill, fault.extra)
             return
         self._headers(resource, 200, size, {"Connection": "close"})
         if isinstance(fault, Reset | ShortBody):
@@ -477,6 +557,8 @@ class _FileHandler(BaseHTTPRequestHandler):
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 self.connection.close()
         elif isinstance(fault, Stall):
+            for chunk in resource.read(0, min(fault.after_bytes, size)):
+                self.wfile.write(chunk)
             self.owner.sleep(fault.seconds)
         elif isinstance(fault, Trickle):
             deadline = time.monotonic() + min(fault.max_seconds, MAX_FAULT_SECONDS)
@@ -487,6 +569,15 @@ class _FileHandler(BaseHTTPRequestHandler):
                 pos += len(chunk)
                 if pos < size and not self.owner.sleep(fault.interval):
                     break
+
+
+def _write_fill(out: Any, fill: bytes, count: int) -> None:
+    """Write ``count`` bytes of ``fill`` (repeated) in chunks: no buffer of ``count`` bytes."""
+    block = fill * (CHUNK // len(fill))
+    while count > 0:
+        piece = block[: min(count, len(block))]
+        out.write(piece)
+        count -= len(piece)
 
 
 # --- forward proxy ------------------------------------------------------------------------

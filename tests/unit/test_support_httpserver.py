@@ -21,6 +21,8 @@ from tests.support.httpserver import (
     RedirectLoop,
     Reset,
     ShortBody,
+    SlowError,
+    SlowHead,
     Stall,
     Status,
     Trickle,
@@ -145,6 +147,56 @@ def test_stall_times_out_client_and_stop_is_prompt() -> None:
     began = time.monotonic()
     server.stop()
     assert time.monotonic() - began < 2
+
+
+def test_long_body_without_a_length_ends_at_the_close(http_server: HTTPTestServer) -> None:
+    http_server.add("/f.bin", DATA, LongBody(extra=200_000, fill=b"\0", no_length=True))
+    head, body = raw_get(http_server, "/f.bin")
+    assert b"content-length" not in head.lower()
+    assert body == DATA + bytes(200_000)
+    http_server.set_fault("/f.bin", LongBody(extra=0, announce="²"))
+    head, body = raw_get(http_server, "/f.bin")
+    assert "Content-Length: ²".encode("latin-1") in head
+    assert body == DATA
+
+
+def test_stall_after_bytes_ignores_the_range(http_server: HTTPTestServer) -> None:
+    http_server.add("/f.bin", DATA, Stall(seconds=30, after_bytes=1000))
+    conn = http.client.HTTPConnection("127.0.0.1", http_server.port, timeout=0.3)
+    conn.request("GET", "/f.bin", headers={"Range": "bytes=5000-"})
+    response = conn.getresponse()
+    assert response.status == 200  # the whole body from byte 0, not the range asked for
+    assert response.read(1000) == DATA[:1000]
+    with pytest.raises(TimeoutError):
+        response.read(1)
+    conn.close()
+
+
+def test_slow_head_never_ends_the_headers(http_server: HTTPTestServer) -> None:
+    http_server.add("/f.bin", DATA, SlowHead(interval=0.05, max_seconds=0.4))
+    began = time.monotonic()
+    head, body = raw_get(http_server, "/f.bin")
+    assert time.monotonic() - began >= 0.3
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nX-Slow: aa")
+    assert body == b""  # no blank line: the head never ended
+
+
+def test_slow_error_trickles_its_body(http_server: HTTPTestServer) -> None:
+    http_server.add("/f.bin", DATA, SlowError(503, interval=0.05, max_seconds=0.3))
+    response = get(http_server, "/f.bin")
+    assert (response.status, response.getheader("Content-Length")) == (503, str(1 << 20))
+    with pytest.raises(http.client.IncompleteRead) as caught:
+        response.read()
+    assert 2 <= len(caught.value.partial) < 20
+
+
+def test_redirect_with_a_big_body(http_server: HTTPTestServer) -> None:
+    http_server.add("/real.bin", DATA)
+    http_server.add("/f.bin", DATA, Redirect("/real.bin", body_bytes=3_000_000))
+    response = get(http_server, "/f.bin")
+    assert response.status == 302
+    assert response.getheader("Location") == http_server.url("/real.bin")
+    assert response.read() == bytes(3_000_000)
 
 
 def test_redirect(http_server: HTTPTestServer) -> None:

@@ -161,11 +161,13 @@ class Installer:
         layout: Layout,
         *,
         http_timeout: float = 30.0,
+        http_deadline: float = 1800.0,
         limits: archive.Limits | None = None,
         progress: fetch.Progress | None = None,
     ) -> None:
         self.layout = layout
         self.http_timeout = http_timeout
+        self.http_deadline = http_deadline
         self.limits = limits
         self.progress = progress
 
@@ -270,7 +272,9 @@ class Installer:
 
         if not pin.verified:
             # Nothing to key a cache entry by: stream straight through.
-            body = download.HttpBody(pin.artifact, timeout=self.http_timeout)
+            body = download.HttpBody(
+                pin.artifact, timeout=self.http_timeout, deadline=self.http_deadline
+            )
             return self._extract(body, pin, staging), None
         cache = self.layout.download_cache.real
         cache.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -283,6 +287,7 @@ class Installer:
         body = download.HttpBody(
             pin.artifact,
             timeout=self.http_timeout,
+            deadline=self.http_deadline,
             offset=kept,
             validator=saved.get("validator") or None,
         )
