@@ -466,7 +466,7 @@ class Daemon:
     host: str
     port: int
     stopping: threading.Event  # set by a signal or POST /internal/shutdown
-    server: ThreadingHTTPServer | None = None
+    server: HTTPServer | None = None
     websocket: socket.socket | None = None
     beacon: socket.socket | None = None
 
@@ -577,14 +577,14 @@ class Daemon:
             self.stopping.wait(BEACON_INTERVAL_S)
 
     def start_http(self) -> bool:
-        """Listen; False when the port is taken (10.x then runs on without HTTP)."""
+        """Listen; False when the port cannot be bound."""
         where = f"{self.bind_host}:{self.port}"
         LOG.write("Info", "Server", f"Binding IPv4 HTTP server to {where}...")
         try:
-            server = ThreadingHTTPServer((self.bind_host, self.port), make_handler(self))
+            server = HTTPServer((self.bind_host, self.port), make_handler(self))
         except OSError:
+            LOG.write("Error", "Server", f"Failed to bind IPv4 HTTP server to {where}")
             return False
-        server.daemon_threads = True
         self.server = server
         threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
@@ -611,18 +611,32 @@ class Daemon:
 def first_free_port(start: int) -> int:
     """lemond's "auto" WebSocket port: the first one from ``start`` it can bind on 127.0.0.1.
 
-    Measured: a port held on 127.0.0.1 is skipped even when lemond listens on another
-    address, and one held only on another address is not.
+    Measured (strace): a plain bind() on 127.0.0.1, whatever host lemond then listens on; so a
+    port held on 127.0.0.1 is skipped, and one held only on another address is not.
     """
     for port in range(start, 65536):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
     raise StartError(f"no free WebSocket port from {start}")
+
+
+class HTTPServer(ThreadingHTTPServer):
+    """Bound as cpp-httplib binds: SO_REUSEPORT and no SO_REUSEADDR (strace of both releases).
+
+    So two lemonds of one user share a port (10.x runs both; 11.x's own check stops the
+    second), and a socket of someone else's on it makes the bind fail.
+    """
+
+    allow_reuse_address = False
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def make_handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
@@ -730,8 +744,8 @@ def start(args: Args, stopping: threading.Event) -> Daemon:
     LOG.write("Info", "main", f"  Log level: {effective.get('log_level', 'info')}")
     (args.cache_dir / "bin").mkdir(exist_ok=True)
     daemon = Daemon(args.cache_dir, config, effective, host, port, stopping)
-    if V11 and port_taken(daemon.bind_host, port):
-        # 11.x refuses to run beside another lemond; 10.x (below) runs on without HTTP.
+    if V11 and answers(daemon.bind_host, port):
+        # 11.x first connects to its port and refuses to run beside whatever answers there.
         raise StartError(
             f"Port {port} on {daemon.bind_host} is already in use. Another Lemonade server "
             "(lemond) is likely already running on this port. This instance will now exit."
@@ -739,21 +753,20 @@ def start(args: Args, stopping: threading.Event) -> Daemon:
     daemon.start_websocket()
     if daemon.broadcasts(args.broadcast):
         daemon.start_beacon()
-    if not daemon.start_http():
-        where = f"{daemon.bind_host}:{port}"
-        LOG.write("Error", "Server", f"Failed to bind IPv4 HTTP server to {where}")
+    if not daemon.start_http() and V11:
+        # 10.x runs on without HTTP; 11.x gives up.
+        raise StartError(
+            f"Could not start HTTP listeners for every address resolved for host "
+            f"'{host}' (bind or listen failure). Server startup aborted."
+        )
     write_state(daemon, log_file)
     return daemon
 
 
-def port_taken(host: str, port: int) -> bool:
+def answers(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
 
 
 def write_state(daemon: Daemon, log_file: Path) -> None:
