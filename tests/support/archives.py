@@ -22,7 +22,11 @@ from typing import Any, Literal, Protocol
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 FAKE_LEMOND = DATA_DIR / "fake_lemond.py"
+# The real releases' resources/defaults.json (Apache-2.0, byte for byte): 11.x changed it
+# (config_version 2, broadcast, global_timeout 600, new sections), and the stand-in's
+# config migration merges it in, so each archive carries its own major's file.
 DEFAULTS_JSON = DATA_DIR / "lemonade-v10.6.0-defaults.json"
+DEFAULTS_JSON_V11 = DATA_DIR / "lemonade-v11.7.0-defaults.json"
 
 # 2025-03-01T00:00:00Z: a fixed, plausible mtime keeps digests stable.
 FIXED_MTIME = 1_740_787_200
@@ -188,6 +192,12 @@ def archive_name(version: str, arch: str = "ubuntu-x64") -> str:
     return f"{top_dir_name(version, arch)}.tar.gz"
 
 
+def defaults_json_for(version: str) -> Path:
+    """The defaults.json an archive of ``version`` carries (11.x and later: 11.7.0's)."""
+    major = version.split(".", 1)[0]
+    return DEFAULTS_JSON_V11 if major.isdigit() and int(major) >= 11 else DEFAULTS_JSON
+
+
 def bake_fake_lemond(version: str, *, fail_at_start: bool = False) -> str:
     """Return fake_lemond.py with its ``# @bake:NAME`` lines rewritten."""
     text = FAKE_LEMOND.read_text(encoding="utf-8")
@@ -205,7 +215,7 @@ import sys
 
 VERSION = {version!r}
 if sys.argv[1:] == ["--version"]:
-    print(VERSION)
+    print(f"lemonade version {{VERSION}}")  # the real CLI's wording
     sys.exit(0)
 print(f"fake lemonade: unsupported arguments {{sys.argv[1:]}}", file=sys.stderr)
 sys.exit(2)
@@ -236,7 +246,7 @@ def release_members(
         directory(f"{top}/resources"),
         file(f"{top}/resources/server_models.json", '{"Fake-Model-GGUF": {}}\n'),
         file(f"{top}/resources/backend_versions.json", json.dumps(backends, indent=2) + "\n"),
-        file(f"{top}/resources/defaults.json", DEFAULTS_JSON.read_bytes()),
+        file(f"{top}/resources/defaults.json", defaults_json_for(version).read_bytes()),
     ]
     count = max(padding_files, 1 if padding_bytes else 0)
     if count:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.archives import (
     DEFAULTS_JSON,
+    DEFAULTS_JSON_V11,
     FIXED_MTIME,
     Member,
     ReleaseFactory,
@@ -85,7 +86,20 @@ def test_extracted_binaries_answer_version(tmp_path: Path) -> None:
         out = subprocess.run(
             [dest / binary, "--version"], capture_output=True, text=True, check=False
         )
-        assert (out.returncode, out.stdout) == (0, "10.7.0\n")
+        assert (out.returncode, out.stdout) == (0, f"{binary} version 10.7.0\n")
+
+
+@pytest.mark.parametrize(
+    ("version", "defaults"),
+    [("10.6.0", DEFAULTS_JSON), ("10.99.1", DEFAULTS_JSON), ("11.7.0", DEFAULTS_JSON_V11)],
+)
+def test_each_major_carries_its_own_defaults(tmp_path: Path, version: str, defaults: Path) -> None:
+    release = build_release(tmp_path, version)
+    with tarfile.open(release.path) as tar:
+        member = tar.extractfile(f"{release.top_dir}/resources/defaults.json")
+        assert member is not None
+        assert member.read() == defaults.read_bytes()
+    assert DEFAULTS_JSON.read_bytes() != DEFAULTS_JSON_V11.read_bytes()
 
 
 def test_hostile_members_are_written_verbatim(tmp_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -58,6 +60,13 @@ class Start(Protocol):
     ) -> Running: ...
 
 
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """A runtime dir of the test's own: without one 10.x logs to /tmp/lemonade-server.log."""
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(exist_ok=True)
+    return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(runtime)}
+
+
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Start]:
     """Start lemond on a free port; ``config``: JSON text, None (no file) or DEFAULT."""
@@ -77,10 +86,15 @@ def start(tmp_path: Path) -> Iterator[Start]:
         # Without a usable config.json, lemond falls back to resources/defaults.json.
         defaults = lemond.parent / "resources" / "defaults.json"
         defaults.write_text(json.dumps({**json.loads(defaults.read_text()), "port": port}))
-        proc = subprocess.Popen([lemond, cache], env=env, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [lemond, cache],
+            env=base_env(tmp_path) if env is None else env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(proc)
         running = Running(proc, cache, port)
-        wait_for_http(running.url("/live"), timeout=10)
+        wait_for_http(running.url("/api/v1/health"), timeout=10)
         return running
 
     yield run
@@ -92,15 +106,15 @@ def start(tmp_path: Path) -> Iterator[Start]:
 
 def test_version(lemond: Path) -> None:
     out = subprocess.run([lemond, "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout == "10.6.0\n"
+    assert out.stdout == "lemond version 10.6.0\n"
 
 
 def test_health_and_state(lemond: Path, start: Start, tmp_path: Path) -> None:
     runtime = tmp_path / "run"
     runtime.mkdir()
-    env = {"PATH": os.environ["PATH"], "RUNTIME_DIRECTORY": str(runtime), "HF_HOME": "/hf"}
+    env = {**base_env(tmp_path), "RUNTIME_DIRECTORY": str(runtime), "HF_HOME": "/hf"}
     daemon = start(lemond, env=env)
-    for path in ("/api/v1/health", "/api/v0/health", "/v1/health", "/live"):
+    for path in ("/api/v1/health", "/api/v0/health", "/v1/health"):
         status, body = daemon.get(path)
         assert status == 200
         assert body["status"] == "ok"
@@ -108,14 +122,19 @@ def test_health_and_state(lemond: Path, start: Start, tmp_path: Path) -> None:
         assert body["pid"] == daemon.proc.pid
         assert body["llamacpp_args"] == LLAMA_ARGS
         assert body["config"]["port"] == daemon.port
-    assert daemon.get("/nope")[0] == 404
+    assert daemon.get("/live") == (200, {"status": "ok"})
+    status, body = daemon.get("/nope")
+    assert status == 404
+    assert body["error"]["type"] == "not_found"
     state = daemon.state()
     assert state["pid"] == daemon.proc.pid
     assert state["port"] == daemon.port
     assert state["host"] == "localhost"
     assert state["argv"][1] == str(daemon.cache)
     assert state["env"] == {"RUNTIME_DIRECTORY": str(runtime), "HF_HOME": "/hf"}
-    assert (runtime / "lemond.pid").read_text().strip() == str(daemon.proc.pid)
+    assert state["log_file"] == str(tmp_path / "xdg/lemonade/lemonade-server.log")
+    assert state["websocket_port"] == daemon.get("/api/v1/health")[1]["websocket_port"]
+    assert list(runtime.iterdir()) == [], "10.x leaves RUNTIME_DIRECTORY alone"
 
 
 def test_shutdown_endpoint(lemond: Path, start: Start) -> None:
@@ -124,7 +143,25 @@ def test_shutdown_endpoint(lemond: Path, start: Start) -> None:
     with urllib.request.urlopen(request, timeout=5) as response:
         assert json.load(response) == {"status": "shutting down"}
     assert daemon.proc.wait(timeout=5) == 0
-    assert len((daemon.cache / "shutdown-requests.log").read_text().splitlines()) == 1
+    lines = (daemon.cache / "shutdown-requests.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["POST /internal/shutdown 200"]
+
+
+def test_bodyless_shutdown_is_refused_and_recorded(lemond: Path, start: Start) -> None:
+    """10.x waits ~5 s for a body that has no length, answers 400 and runs on; the evidence
+    file records the refusal, so a test can tell a drain from a SIGTERM after it."""
+    daemon = start(lemond)
+    began = time.monotonic()
+    # What `curl -X POST URL` sends: no Content-Length (urllib would add "0").
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=15)
+    conn.putrequest("POST", "/internal/shutdown")
+    conn.endheaders()
+    assert conn.getresponse().status == 400
+    conn.close()
+    assert time.monotonic() - began >= 4
+    assert daemon.proc.poll() is None
+    lines = (daemon.cache / "shutdown-requests.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["POST /internal/shutdown 400"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -142,11 +179,14 @@ def test_fail_at_start(release_factory: ReleaseFactory, tmp_path: Path) -> None:
         [lemond, tmp_path / "cache"], capture_output=True, text=True, timeout=10, check=False
     )
     assert out.returncode == 1
-    assert "FAIL_AT_START" in out.stderr
+    assert "FAIL_AT_START" in out.stdout
 
 
-def test_unwritable_runtime_directory_refuses_to_start(lemond: Path, tmp_path: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "RUNTIME_DIRECTORY": "/nonexistent/run"}
+def test_11x_without_a_writable_runtime_directory_refuses_to_start(
+    release_factory: ReleaseFactory, tmp_path: Path
+) -> None:
+    lemond = extract(release_factory("11.7.0").path, tmp_path / "opt")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RUNTIME_DIRECTORY": "/nonexistent"}
     out = subprocess.run(
         [lemond, tmp_path / "cache"],
         capture_output=True,
@@ -156,13 +196,16 @@ def test_unwritable_runtime_directory_refuses_to_start(lemond: Path, tmp_path: P
         check=False,
     )
     assert out.returncode == 1
-    assert "runtime directory" in out.stderr
+    assert "Unable to resolve writable runtime directory" in out.stdout
 
 
 def test_corrupt_config_is_renamed(lemond: Path, start: Start) -> None:
     daemon = start(lemond, config="{not json")
     assert (daemon.cache / "config.json.corrupted").read_text() == "{not json"
-    assert daemon.get("/live")[1]["config"] == {}
+    assert daemon.get("/api/v1/health")[1]["config"] == {}
+    defaults = (lemond.parent / "resources/defaults.json").read_text()
+    written = (daemon.cache / "config.json").read_text()
+    assert written == json.dumps(json.loads(defaults), indent=2, sort_keys=True) + "\n"
 
 
 def test_missing_config_gets_defaults_written(lemond: Path, start: Start) -> None:
@@ -190,5 +233,5 @@ def test_unbaked_template_runs(fake_lemond_path: Path) -> None:
     out = subprocess.run(
         ["python3", fake_lemond_path, "--version"], capture_output=True, text=True, check=True
     )
-    assert out.stdout == "0.0.0+unbaked\n"
+    assert out.stdout == "lemond version 0.0.0+unbaked\n"
     assert "VERSION = '1.2.3'  # @bake:VERSION" in bake_fake_lemond("1.2.3")
