@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from hal0_lemonade import cpus, opconfig, report, settings
+from hal0_lemonade import configschema, cpus, opconfig, releases, report, settings
 from hal0_lemonade.clikit import EXIT_OK, guard, json_option, root_option
 from hal0_lemonade.layout import Layout
-from hal0_lemonade.resources import daemon_config
+from hal0_lemonade.resources import daemon_config, preflight
 
 
 @dataclass(frozen=True)
@@ -38,22 +38,20 @@ def effective(
     layout: Layout, env: Mapping[str, str], budget: cpus.CpuBudget
 ) -> tuple[opconfig.OperatorConfig, list[Entry]]:
     """What ``install`` (without flags) would enforce in config.json, key by key."""
-    operator = opconfig.load(layout)
-    env_values = opconfig.from_env(env)
-    threads, threads_source = settings.resolve_threads(None, env_values, operator, budget)
-    port = opconfig.resolve_port(env_values, operator)
-    locked = daemon_config.baseline(
-        threads=threads,
-        host=settings.LISTEN_HOST,
-        port=port.value,
-        models_dir=str(layout.models_dir),
+    intent, operator, threads_source, port_source = settings.intent_for(layout, env, budget)
+    # The schema of the live release (11.x: version 2, ``broadcast``), else the pinned one's.
+    live = layout.live.real
+    schema = (
+        preflight.tree_schema(live)
+        if live.is_dir()
+        else configschema.predicted(str(releases.load_manifest()["default"]))
     )
-    desired = daemon_config.with_operator(locked, operator)
+    desired = daemon_config.with_operator(intent.locked(schema), operator)
     where = str(operator.path or opconfig.PATH)
     entries = []
     for key, value in _flatten(desired).items():
-        if key == "port" and port.source != "default":
-            source = port.source
+        if key == "port" and port_source != "default":
+            source = port_source
         elif key == "llamacpp.args":
             source = f"--parallel 1 fixed; --threads from {threads_source}"
             if operator.extra_args():

@@ -43,25 +43,25 @@ def build_steps(
     layout = settings.layout
     installer = release.Installer(
         layout,
+        runner=runner,
         http_timeout=http_timeout,
         http_deadline=http_deadline,
         limits=archive.Limits.from_env(),
         progress=progress,
     )
     was = release.probe(layout)
+    # Shared by the release step (which learns the real schema and any switch of releases)
+    # and the config step (which writes for it).
+    installer.target = release.target_for(layout, settings.pin, was, installer)
     steps = [
         pin_step(settings),
         release.plan(layout, settings.pin, was, installer, reinstall=settings.reinstall),
         account.plan(layout, account.probe(layout), runner),
         daemon_config.plan(
             layout,
-            daemon_config.baseline(
-                threads=settings.threads,
-                host=settings.host,
-                port=settings.port,
-                models_dir=str(layout.models_dir),
-            ),
+            settings.intent,
             daemon_config.probe(layout, settings.operator),
+            installer.target,
         ),
         unit.plan(
             layout, unit.render(host=settings.host, port=settings.port, cpus=settings.cpus), runner
@@ -81,12 +81,22 @@ def build_steps(
             start_timeout=settings.start_timeout,
             health_timeout=settings.health_timeout,
             # After a version change, an unhealthy service goes back to the release before.
-            roll_back=(lambda: release.roll_back(layout)) if upgrade else None,
+            roll_back=(lambda: roll_back(settings)) if upgrade else None,
         )
     )
     for step in steps:
         _instrument(step)
     return steps
+
+
+def roll_back(settings: Settings) -> str:
+    """Put the previous release back live with the config it ran with (see config_history)."""
+    layout = settings.layout
+    planned = release.rollback_plan(layout)
+    swapped = release.roll_back(layout, planned)
+    target = daemon_config.for_release(layout, planned.previous, switching=True)
+    state = daemon_config.probe(layout, settings.operator)
+    return f"{swapped}; {daemon_config.converge(layout, state, settings.intent, target)}"
 
 
 def _instrument(step: plan.Step) -> None:

@@ -11,22 +11,23 @@ from pathlib import Path
 
 import click
 
-from hal0_lemonade import engine, opconfig, plan, report
+from hal0_lemonade import engine, plan, report, settings
 from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_option
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.layout import SERVICE_NAME, Layout
 from hal0_lemonade.resources import daemon_config, release, service
 from hal0_lemonade.resources.unit import systemd_running
 from hal0_lemonade.runner import CommandRunner, SubprocessRunner
-from hal0_lemonade.settings import HEALTH_TIMEOUT_S, LISTEN_HOST, LISTEN_PORT, START_TIMEOUT_S
+from hal0_lemonade.settings import HEALTH_TIMEOUT_S, LISTEN_HOST, START_TIMEOUT_S
 
 STEP_RELEASE = "Release rollback"
 STEP_SERVICE = "Service restart"
 
 
 def build_steps(layout: Layout, runner: CommandRunner) -> tuple[list[plan.Step], str]:
-    """The two steps of a rollback, and the version it goes back to."""
+    """The steps of a rollback, and the version it goes back to."""
     planned = release.rollback_plan(layout)
+    intent, operator, _, _ = settings.intent_for(layout)
     swap = plan.Step(
         STEP_RELEASE,
         hint="re-run the rollback; each link is switched by one atomic rename",
@@ -35,13 +36,21 @@ def build_steps(layout: Layout, runner: CommandRunner) -> tuple[list[plan.Step],
         plan.Action(
             f"point {layout.live} at {layout.releases}/{planned.previous} "
             f"({planned.previous_version}); keep {planned.current} "
-            f"({planned.current_version}) as previous",
+            f"({planned.current_version}) as previous, with the config it ran with",
             lambda: release.roll_back(layout, planned),
             diff=f"-version {planned.current_version}\n+version {planned.previous_version}\n",
         )
     )
+    # The config the previous release ran with comes back with it: a 10.x reading the file
+    # 11.x migrated would broadcast on every interface.
+    config = daemon_config.plan(
+        layout,
+        intent,
+        daemon_config.probe(layout, operator),
+        daemon_config.for_release(layout, planned.previous, switching=True),
+    )
     restart = plan.Step(STEP_SERVICE, hint=service.JOURNAL_HINT)
-    state = service.probe(layout, runner, LISTEN_HOST, LISTEN_PORT)
+    state = service.probe(layout, runner, LISTEN_HOST, intent.port)
     if not layout.is_host_root:
         restart.skip_reason = f"not restarted: no systemd runs under --root {layout.root}"
     elif not systemd_running(layout):
@@ -55,20 +64,13 @@ def build_steps(layout: Layout, runner: CommandRunner) -> tuple[list[plan.Step],
         def restart_it() -> str:
             service.restart_afresh(runner)
             return service.wait_ready(
-                runner, LISTEN_HOST, _port(layout), START_TIMEOUT_S, HEALTH_TIMEOUT_S
+                runner, LISTEN_HOST, intent.port, START_TIMEOUT_S, HEALTH_TIMEOUT_S
             )
 
         restart.actions.append(
             plan.Action("restart", restart_it, diff=f"$ systemctl restart {SERVICE_NAME}\n")
         )
-    return [swap, restart], planned.previous_version
-
-
-def _port(layout: Layout) -> int:
-    """The port lemond listens on: config.json's, else the baseline's."""
-    parsed = daemon_config.probe(layout, opconfig.none()).parsed or {}
-    port = parsed.get("port")
-    return port if isinstance(port, int) and not isinstance(port, bool) else LISTEN_PORT
+    return [swap, config, restart], planned.previous_version
 
 
 def run(root: Path, *, as_json: bool, dry_run: bool) -> int:

@@ -15,6 +15,7 @@ from hal0_lemonade import cpus as cpu_probe
 from hal0_lemonade import opconfig, releases
 from hal0_lemonade.errors import UsageError
 from hal0_lemonade.layout import Layout
+from hal0_lemonade.resources import daemon_config
 
 LISTEN_HOST = "127.0.0.1"  # ADR-0008 §1: loopback only, never exposed off the box
 LISTEN_PORT = opconfig.DEFAULT_PORT
@@ -39,6 +40,11 @@ class Settings:
     port_source: str = "default"
     operator: opconfig.OperatorConfig = field(default_factory=opconfig.none)
     reinstall: bool = False  # re-extract the release even when it looks current
+
+    @property
+    def intent(self) -> daemon_config.Intent:
+        """What config.json must lock, whatever the release's schema."""
+        return daemon_config.Intent(self.threads, self.host, self.port, str(self.layout.models_dir))
 
 
 def _truthy(value: str | None) -> bool:
@@ -120,3 +126,20 @@ def resolve_threads(
     if chosen.source == "fallback" and warnings is not None:
         warnings.append(f"{budget.source}; using --threads {auto}")
     return int(chosen.value), chosen.source
+
+
+def intent_for(
+    layout: Layout,
+    env: Mapping[str, str] | None = None,
+    budget: cpu_probe.CpuBudget | None = None,
+) -> tuple[daemon_config.Intent, opconfig.OperatorConfig, str, str]:
+    """The config intent without any flag (``rollback``, ``config show``): environment >
+    operator file > defaults.  Also the operator file and where threads and port came from."""
+    env = os.environ if env is None else env
+    operator = opconfig.load(layout)
+    env_values = opconfig.from_env(env)
+    budget = budget if budget is not None else cpu_probe.detect()
+    threads, threads_source = resolve_threads(None, env_values, operator, budget)
+    port = opconfig.resolve_port(env_values, operator)
+    intent = daemon_config.Intent(threads, LISTEN_HOST, int(port.value), str(layout.models_dir))
+    return intent, operator, threads_source, port.source

@@ -40,3 +40,4 @@ def test_enabled_service_comes_back_after_reboot(e2e: E2E, writable_root: Path) 
         assert second.status(expect_rc=0)["ok"] is True
         drains = second.read(SHUTDOWN_LOG).splitlines()
         assert len(drains) == 1, f"the first boot's poweroff drained {drains} (pid {first_pid})"
+        assert drains[0].endswith("POST /internal/shutdown 200"), drains

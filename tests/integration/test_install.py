@@ -222,7 +222,9 @@ def test_upgrade_keeps_the_previous_release(
     third = served("10.6.2")
     assert cli(*install_args(root, third)).code == 0
     kept = sorted(p.name for p in (root / "opt/lemonade.releases").iterdir())
-    assert len(kept) == 3  # live, previous, and the "previous" link itself
+    # live, previous with the config it ran with, and the "previous" link itself
+    assert len(kept) == 4, kept
+    assert f"{previous.readlink().name}.config.json" in kept
     assert not any(name.startswith("10.6.0") for name in kept)
 
 

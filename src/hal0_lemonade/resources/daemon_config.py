@@ -17,39 +17,56 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from hal0_lemonade import opconfig, safefs
+from hal0_lemonade import configschema, opconfig, safefs
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step, file_diff
-from hal0_lemonade.resources import account
+from hal0_lemonade.resources import account, config_history, preflight
 
 STEP = "Daemon config"
 BACKUP_SUFFIX = ".bak"
 
 
-def llamacpp_args(threads: int) -> str:
-    # ADR-0008 §4: never omitted, whatever else changes (operator extras come after it).
-    return f"--parallel 1 --threads {threads}"
+llamacpp_args = configschema.llamacpp_args
 
 
-def baseline(*, threads: int, host: str, port: int, models_dir: str) -> dict[str, Any]:
-    """The keys lemonade-adoption-plan §3 locks, in the order a fresh file shows them."""
-    return {
-        "config_version": 1,
-        "host": host,
-        "port": port,
-        "ctx_size": 4096,
-        "max_loaded_models": 4,
-        "extra_models_dir": models_dir,
-        "global_timeout": 900,
-        "no_broadcast": True,
-        "log_level": "info",
-        "rocm_channel": "stable",
-        "llamacpp": {"args": llamacpp_args(threads), "backend": "rocm", "prefer_system": False},
-        "flm": {"args": "--asr 1 --embed 1"},
-        "kokoro": {"cpu_bin": "builtin"},
-        "whispercpp": {"backend": "vulkan"},
-        "sdcpp": {"backend": "rocm", "steps": 20, "cfg_scale": 7.0, "width": 512, "height": 512},
-    }
+@dataclass(frozen=True)
+class Intent:
+    """What hal0 locks in config.json, before it is written in a release's schema."""
+
+    threads: int
+    host: str
+    port: int
+    models_dir: str
+
+    def locked(self, schema: int) -> dict[str, Any]:
+        return configschema.locked(
+            threads=self.threads,
+            host=self.host,
+            port=self.port,
+            models_dir=self.models_dir,
+            schema=schema,
+        )
+
+
+def baseline(
+    *, threads: int, host: str, port: int, models_dir: str, schema: int = 1
+) -> dict[str, Any]:
+    """The keys hal0 locks, in ``schema`` (see :mod:`hal0_lemonade.configschema`)."""
+    return Intent(threads, host, port, models_dir).locked(schema)
+
+
+@dataclass
+class Target:
+    """The release config.json is written for, as the release step knows it.
+
+    At plan time the schema may be a prediction (a release not downloaded yet); the release
+    step sets the real one from the release's defaults.json before this step applies, and,
+    when it switches releases, ``kept``: the config the incoming release last ran with.
+    """
+
+    schema: int
+    kept: dict[str, Any] | None = None
+    switching: bool = False
 
 
 def merge(current: dict[str, Any], locked: dict[str, Any]) -> dict[str, Any]:
@@ -72,9 +89,7 @@ def with_operator(locked: dict[str, Any], operator: opconfig.OperatorConfig) -> 
     return desired
 
 
-# lemond's own file is ~1-3 kB (37 keys in 11.x).  Anything bigger is not read: hal0 owns the
-# file, and a 400 MB sparse file or a FIFO must not cost root memory or hang it.
-MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_BYTES = configschema.MAX_CONFIG_BYTES
 STATE_PARTS = ("lemonade",)  # config.json's directory, relative to /var/lib/hal0
 NAME = "config.json"
 
@@ -90,17 +105,7 @@ class ConfigState:
     unsafe: bool = False  # not a sound file (symlink, FIFO, too big...): moved aside, not read
 
 
-def parse(raw: bytes) -> tuple[dict[str, Any] | None, str]:
-    """config.json's bytes as a JSON object, or why not (never raises on hostile bytes)."""
-    try:
-        parsed = json.loads(raw)
-    except RecursionError:
-        return None, "not valid JSON (nested too deeply)"
-    except ValueError:
-        return None, "not valid JSON"
-    if not isinstance(parsed, dict):
-        return None, "not a JSON object"
-    return parsed, ""
+parse = configschema.parse
 
 
 def probe(layout: Layout, operator: opconfig.OperatorConfig | None = None) -> ConfigState:
@@ -122,16 +127,23 @@ def _diff(old: bytes | None, new: bytes, name: str) -> str:
     return file_diff(old, new, f"{name} (current)", f"{name} (new)")
 
 
-def plan(layout: Layout, locked: dict[str, Any], state: ConfigState) -> Step:
+def desired(
+    state: ConfigState, intent: Intent, target: Target
+) -> tuple[dict[str, Any], config_history.Base]:
+    """config.json as it should be for ``target``: its base with the locked keys over it."""
+    base = config_history.base_for(state.parsed, target.schema, target.kept)
+    return merge(base.config, with_operator(intent.locked(target.schema), state.operator)), base
+
+
+def plan(layout: Layout, intent: Intent, state: ConfigState, target: Target) -> Step:
     step = Step(
         STEP,
         hint=f"check that {layout.config.host.parent} exists and is writable by root; "
         "config.json must be valid JSON (a broken one is backed up and replaced)",
     )
-    locked = with_operator(locked, state.operator)
-    desired = merge(state.parsed or {}, locked)
-    threads = locked["llamacpp"]["args"]
-    if state.parsed is not None and state.parsed == desired:
+    wanted, base = desired(state, intent, target)
+    threads = wanted["llamacpp"]["args"]
+    if state.parsed is not None and state.parsed == wanted:
         uid, _gid = account.owner_ids(layout)
         if state.mode != 0o644 or uid not in (-1, state.uid):
 
@@ -143,26 +155,47 @@ def plan(layout: Layout, locked: dict[str, Any], state: ConfigState) -> Step:
         step.ok_detail = f"baseline holds (llamacpp.args {threads!r})"
         return step
 
-    data = render(desired)
+    data = render(wanted)
     # Diff parsed content, so that lemond's own formatting of the file is not shown as change.
     shown = render(state.parsed) if state.parsed is not None else state.raw
     if state.unsafe:
         step.notes.append(f"{state.problem}; install moves it aside and writes a new one")
     elif state.problem:
         step.notes.append(f"current {layout.config} is {state.problem}; it will be replaced")
+    if base.note:
+        step.notes.append(base.note)
 
     def write() -> str:
-        notes: list[str] = []
-        if state.raw is not None:
-            notes += _write(layout, NAME + BACKUP_SUFFIX, state.raw, 0o640)
-        notes += _write(layout, NAME, data, 0o644, aside=state.unsafe)
-        verb = "wrote" if state.raw is None else "updated"
-        return "; ".join([*notes, f"{verb} {layout.config} (llamacpp.args {threads!r})"])
+        # The release step has run: the schema is now the live release's own, and a switch
+        # of releases has brought back the config the incoming one ran with.
+        return converge(layout, state, intent, target)
 
     step.actions.append(
         Action(f"write {layout.config}", write, diff=_diff(shown, data, str(layout.config)))
     )
     return step
+
+
+def converge(layout: Layout, state: ConfigState, intent: Intent, target: Target) -> str:
+    """Write what :func:`desired` says, over ``state`` (kept as config.json.bak)."""
+    final, base = desired(state, intent, target)
+    args = final["llamacpp"]["args"]
+    if state.parsed is not None and state.parsed == final:
+        return f"baseline holds (llamacpp.args {args!r})"
+    notes: list[str] = [base.note] if base.note else []
+    if state.raw is not None:
+        notes += _write(layout, NAME + BACKUP_SUFFIX, state.raw, 0o640)
+    notes += _write(layout, NAME, render(final), 0o644, aside=state.unsafe)
+    verb = "wrote" if state.raw is None else "updated"
+    return "; ".join([*notes, f"{verb} {layout.config} (llamacpp.args {args!r})"])
+
+
+def for_release(layout: Layout, release_id: str, *, switching: bool) -> Target:
+    """The target for a release tree on disk (a rollback's): its schema, and the config it
+    last ran with when this run switches to it."""
+    tree = layout.releases.real / release_id
+    kept = config_history.load(layout, release_id) if switching else None
+    return Target(preflight.tree_schema(tree), kept, switching)
 
 
 def _write(layout: Layout, name: str, data: bytes, mode: int, *, aside: bool = False) -> list[str]:

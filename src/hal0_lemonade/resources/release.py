@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from hal0_lemonade import archive, failpoints, fetch, fsops
+from hal0_lemonade import archive, configschema, failpoints, fetch, fsops
 from hal0_lemonade.errors import ArchiveError, Hal0Error, IntegrityError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.releases import Pin
+from hal0_lemonade.resources import config_history, preflight
+from hal0_lemonade.resources.daemon_config import Target
+from hal0_lemonade.runner import CommandRunner, SubprocessRunner
 
 STEP = "Lemonade release"
 MANIFEST = ".hal0-manifest.json"
@@ -92,6 +95,23 @@ def probe(layout: Layout) -> ReleaseState:
     )
 
 
+def target_for(layout: Layout, pin: Pin, state: ReleaseState, installer: Installer) -> Target:
+    """What the config step will write for, as far as planning can know: the schema of the
+    tree that will be live (predicted from the version when it is not on disk yet), and
+    whether this run switches releases, with the config the incoming one last ran with."""
+    if is_current(state, pin):
+        return Target(preflight.tree_schema(layout.live.real))
+    kept_tree = installer.reusable(pin)
+    schema = (
+        preflight.tree_schema(kept_tree)
+        if kept_tree is not None
+        else configschema.predicted(pin.version)
+    )
+    switching = state.target is not None and not state.target.endswith(pin.release_id)
+    kept = config_history.load(layout, pin.release_id) if switching else None
+    return Target(schema, kept, switching)
+
+
 def is_current(state: ReleaseState, pin: Pin) -> bool:
     return (
         state.exists
@@ -160,12 +180,18 @@ class Installer:
         self,
         layout: Layout,
         *,
+        runner: CommandRunner | None = None,
+        target: Target | None = None,
         http_timeout: float = 30.0,
         http_deadline: float = 1800.0,
         limits: archive.Limits | None = None,
         progress: fetch.Progress | None = None,
     ) -> None:
         self.layout = layout
+        self.runner: CommandRunner = runner if runner is not None else SubprocessRunner()
+        # What the config step writes for: this step sets the real schema of the release it
+        # puts live, and, when it switches releases, the config the incoming one ran with.
+        self.target = target if target is not None else Target(1)
         self.http_timeout = http_timeout
         self.http_deadline = http_deadline
         self.limits = limits
@@ -204,6 +230,7 @@ class Installer:
         self._clean_staging()
         kept = None if fresh else self.reusable(pin)
         if kept is not None:
+            self.target.schema = preflight.tree_schema(kept)
             self._go_live(kept.name)
             self.prune()
             return f"installed {pin.version} (the complete release kept in {kept.parent.name})"
@@ -213,6 +240,8 @@ class Installer:
             with _EarlySync(staging) as early:
                 extracted, how, download = self._fetch_into(pin, staging)
                 early.stop()  # a flush still running overlaps the records and the last one
+                # Will it run here, as hal0 needs it?  Refused now, nothing was promoted.
+                self.target.schema = preflight.check(staging, pin.version, self.runner)
                 self._write_records(staging, pin, extracted)
                 if download is not None and download.stat().st_dev != staging.stat().st_dev:
                     fsops.fsync_file(download)  # the syncfs below covers it only on one fs
@@ -384,7 +413,11 @@ class Installer:
         link = str(live.readlink()) if live.is_symlink() else None
         old = link.removeprefix(rel_prefix) if link is not None else None
         replacing_itself = same_release is not None and (old or "").startswith(same_release)
-        if old is not None and old != release_name and not replacing_itself:
+        switching = old is not None and old != release_name and not replacing_itself
+        if switching:
+            assert old is not None  # noqa: S101 - for mypy: switching implies it
+            # What the outgoing release ran with, kept beside it for a rollback to it.
+            config_history.keep(self.layout, old)
             fsops.point_symlink(self.layout.previous.real, old)
         displaced = fsops.point_symlink(live, rel_prefix + release_name)
         if displaced is not None:
@@ -392,7 +425,12 @@ class Installer:
             legacy = releases / f"legacy-{fsops.random_hex(3)}"
             displaced.rename(legacy)
             fsops.point_symlink(self.layout.previous.real, legacy.name)
+            config_history.keep(self.layout, legacy.name)
             fsops.fsync_dir(releases)
+        if switching or displaced is not None:
+            # The incoming release gets back the config it last ran with, if it ran here.
+            self.target.kept = config_history.load(self.layout, release_name)
+            self.target.switching = True
 
     def _clean_staging(self) -> None:
         for entry in self.layout.releases.real.iterdir():
@@ -409,7 +447,7 @@ class Installer:
         for link in (self.layout.live.real, self.layout.previous.real):
             if link.is_symlink():
                 target = link.readlink().name
-                keep.add(target)
+                keep.update((target, f"{target}{config_history.SUFFIX}"))
                 version, fields = _marker_of(releases / target)
                 if version and "sha256" in fields:
                     shas.add(fields["sha256"])
@@ -533,11 +571,14 @@ def rollback_plan(layout: Layout) -> RollbackPlan:
 def roll_back(layout: Layout, planned: RollbackPlan | None = None) -> str:
     """Swap live and previous: two atomic symlink renames, the live one first.
 
-    A kill between the two leaves the old release live and both links on it; the release
-    rolled back from is then unreferenced and pruned by the next install.
+    The config the outgoing release ran with is kept beside it first (for going forward
+    again); the caller restores the one the incoming release ran with.  A kill between the
+    two renames leaves the old release live and both links on it; the release rolled back
+    from is then unreferenced and pruned by the next install.
     """
     what = planned or rollback_plan(layout)
     prefix = layout.releases.real.name + "/"
+    config_history.keep(layout, what.current)
     fsops.point_symlink(layout.live.real, prefix + what.previous)
     failpoints.hit("rollback.live")
     fsops.point_symlink(layout.previous.real, what.current)

@@ -1,0 +1,119 @@
+"""Checks on a staged release before it may go live: will it run on this host, as hal0 wants it?
+
+Run on the staging tree, after the digest matched and before the rename that promotes it, so
+a release that cannot work here is refused with nothing changed:
+
+* its ``resources/defaults.json`` declares a config schema hal0 can render, holding every key
+  hal0 locks (a release that renamed one would run with the lock silently gone);
+* every shared library its ``lemond`` links resolves (11.x links libdrm, which a minimal
+  Debian lacks: the daemon would exit at start, after the old release was gone);
+* its ``lemond --version`` says the version being installed.
+
+``lemond --version`` is the one time root executes release code: the tree is the one whose
+digest matched the pin or ``--sha256``, and the runner gives it no terminal, no descriptors of
+root's and a deadline (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from hal0_lemonade import configschema
+from hal0_lemonade.errors import ArchiveError, CommandError, Hal0Error
+from hal0_lemonade.runner import CommandRunner
+
+DEFAULTS = "resources/defaults.json"
+# The shared libraries Lemonade releases link that a minimal Debian may lack, by package.
+PACKAGES = {
+    "libdrm.so.2": "libdrm2",
+    "libdrm_amdgpu.so.1": "libdrm-amdgpu1",
+    "libssl.so.3": "libssl3",
+    "libcrypto.so.3": "libssl3",
+    "libz.so.1": "zlib1g",
+    "libbrotlidec.so.1": "libbrotli1",
+    "libbrotlicommon.so.1": "libbrotli1",
+    "libidn2.so.0": "libidn2-0",
+    "libstdc++.so.6": "libstdc++6",
+    "libgcc_s.so.1": "libgcc-s1",
+}
+_NOT_FOUND = re.compile(r"^\s*(\S+) => not found\s*$", re.MULTILINE)
+
+
+class PreflightError(Hal0Error):
+    """The release would not run on this host as hal0 needs it; it was not installed."""
+
+
+def schema(tree: Path, version: str) -> int:
+    """The config schema ``tree``'s defaults.json declares, checked to hold hal0's keys."""
+    try:
+        raw = (tree / DEFAULTS).read_bytes()
+        defaults = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ArchiveError(f"Lemonade {version}: {DEFAULTS} cannot be read ({exc})") from exc
+    if not isinstance(defaults, dict) or (found := configschema.schema_of(defaults)) is None:
+        declared = defaults.get("config_version") if isinstance(defaults, dict) else None
+        raise PreflightError(
+            f"Lemonade {version} declares config_version {declared!r} in {DEFAULTS}; this "
+            f"installer renders versions {', '.join(map(str, configschema.SCHEMAS))}",
+            hint="install a release this hal0-lemonade supports, or upgrade hal0-lemonade",
+        )
+    missing = configschema.missing_keys(defaults, found)
+    if missing:
+        raise PreflightError(
+            f"Lemonade {version}'s {DEFAULTS} has no {', '.join(missing)}: hal0 could not "
+            "lock them, so it refuses to run it",
+            hint="install a release this hal0-lemonade supports, or upgrade hal0-lemonade",
+        )
+    return found
+
+
+def libraries(tree: Path, version: str, runner: CommandRunner) -> None:
+    """Refuse when the dynamic loader cannot find a library ``lemond`` links."""
+    try:
+        done = runner.run(["ldd", str(tree / "lemond")], check=False, timeout=30)
+    except CommandError:  # no ldd (not glibc): the --version check below still runs it
+        return
+    missing = _NOT_FOUND.findall(done.stdout)
+    if missing:
+        packages = sorted({PACKAGES.get(lib, "") for lib in missing} - {""})
+        named = ", ".join(
+            f"{lib} (Debian: {PACKAGES[lib]})" if lib in PACKAGES else lib for lib in missing
+        )
+        how = f"apt-get install {' '.join(packages)}" if packages else "install them"
+        raise PreflightError(
+            f"lemond {version} needs {named}, which this host lacks; nothing was changed",
+            hint=f"{how}, then re-run the install",
+        )
+
+
+def reports_version(tree: Path, version: str, runner: CommandRunner) -> None:
+    """``lemond --version`` must run and name ``version``."""
+    done = runner.run([str(tree / "lemond"), "--version"], check=False, timeout=30)
+    said = (done.stdout.strip().splitlines() or [""])[0]
+    if done.returncode != 0 or said != f"lemond version {version}":
+        why = said or (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise PreflightError(
+            f"the archive's lemond does not run as Lemonade {version} here: {why!r}",
+            hint="check --version against the archive; nothing was changed",
+        )
+
+
+def tree_schema(tree: Path) -> int:
+    """The config schema of a release tree already on disk (checked when it was staged); 1
+    when its defaults.json is unreadable (a seed-era tree: those are 10.x)."""
+    try:
+        defaults = json.loads((tree / DEFAULTS).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return 1
+    found = configschema.schema_of(defaults) if isinstance(defaults, dict) else None
+    return found or 1
+
+
+def check(tree: Path, version: str, runner: CommandRunner) -> int:
+    """Every check above on a staged tree; its config schema."""
+    found = schema(tree, version)
+    libraries(tree, version, runner)
+    reports_version(tree, version, runner)
+    return found
