@@ -12,10 +12,12 @@ The bomb caps come from :meth:`Limits.from_env` -- the one place that reads
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -26,15 +28,20 @@ from hal0_lemonade.archive_policy import (
     MAX_BYTES_ENV,
     MAX_ENTRIES_ENV,
     REQUIRED_FILES,
+    UNSOUND,
     Extracted,
     FileRecord,
     Limits,
     Policy,
+    check_global_headers,
+    refuse,
 )
 from hal0_lemonade.archive_stream import (
     GZIP_MAGIC,
     INFLATE_ERRORS,
+    MAX_HEADER_BYTES,
     Feed,
+    HeaderTooLargeError,
     InflateError,
     Inflater,
     Prefetch,
@@ -67,15 +74,20 @@ class _Writer:
 
     def member(self, m: tarfile.TarInfo) -> None:
         rel, new_dirs, link = self.policy.admit(m)
-        for d in new_dirs:
-            (self.dest / d).mkdir(mode=0o755)
-        if m.isreg():
-            self._file(m, rel)
-        elif m.issym():
-            (self.dest / rel).symlink_to(m.linkname)
-        elif m.islnk():
-            os.link(self._prefix + link, self._prefix + rel, follow_symlinks=False)
-            self.policy.out.files[rel] = self.policy.out.files[link]
+        try:
+            for d in new_dirs:
+                (self.dest / d).mkdir(mode=0o755)
+            if m.isreg():
+                self._file(m, rel)
+            elif m.issym():
+                (self.dest / rel).symlink_to(m.linkname)
+            elif m.islnk():
+                os.link(self._prefix + link, self._prefix + rel, follow_symlinks=False)
+                self.policy.out.files[rel] = self.policy.out.files[link]
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # the path of the staging dir counts too
+                raise refuse(m.name, "path too long to extract here (ENAMETOOLONG)") from exc
+            raise
 
     def _file(self, m: tarfile.TarInfo, rel: str) -> None:
         mode = 0o755 if m.mode & 0o111 else 0o644
@@ -106,7 +118,7 @@ def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extra
     if head != GZIP_MAGIC:
         raise _corrupt(f"not a gzip-compressed archive (it starts with {head!r})")
     prefetch = Prefetch(stream)
-    inflater = Inflater(cast(BinaryIO, prefetch), head)
+    inflater = Inflater(cast(BinaryIO, prefetch), head, limits.max_total_bytes)
     data = Feed(inflater)
     writer = _Writer(dest, limits, data)
     prefetch.start()
@@ -123,14 +135,42 @@ def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extra
     return writer.policy.finish()
 
 
+class _TarFile(tarfile.TarFile):
+    members: list[tarfile.TarInfo]  # set in TarFile.__init__; typeshed does not declare it
+
+
+def _members(data: Feed) -> Iterator[tarfile.TarInfo]:
+    """The archive's members, parsed by ``tarfile`` with its reads of header records capped.
+
+    Driven through ``next()``, with the list of members ``TarFile`` keeps emptied each time:
+    a hostile archive's headers (up to ``MAX_HEADER_BYTES`` each) are not kept for all its
+    members.  Global PAX records stay in force, so they have a cap of their own.
+    """
+    index, offset = 1, 0  # the member whose headers are being read, and where they start
+    try:
+        tar = _TarFile(fileobj=data, mode="r")  # type: ignore[arg-type]
+        while (member := tar.next()) is not None:  # the first one was read by TarFile()
+            tar.members.clear()
+            if tar.pax_headers:
+                check_global_headers(member, tar.pax_headers)
+            yield member
+            index, offset, data.header_bytes = index + 1, tar.offset, 0
+    except HeaderTooLargeError:
+        # No name yet: it would be in the very records that are too large.
+        raise ArchiveError(
+            f"refusing archive member #{index} (at byte {offset} of the tar stream): "
+            f"its header records exceed {MAX_HEADER_BYTES} bytes",
+            hint=UNSOUND,
+        ) from None
+
+
 def _extract_all(writer: _Writer, data: Feed) -> None:
     """Every member through the policy, then the gzip stream to its end; errors as ours."""
     try:
         try:
-            with tarfile.TarFile(fileobj=data, mode="r") as tar:  # type: ignore[arg-type]
-                for member in tar:
-                    failpoints.hit("extract.member")
-                    writer.member(member)
+            for member in _members(data):
+                failpoints.hit("extract.member")
+                writer.member(member)
             # Read the gzip stream to its end: that is where its CRC and length are checked,
             # and where bytes appended after it show up.
             data.drain()

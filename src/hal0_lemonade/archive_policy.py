@@ -3,8 +3,8 @@
 Every member passes the checks of the stdlib's PEP 706 ``data`` filter -- carried here as our
 own code, because Debian 12's Python 3.11.2 predates ``tarfile.data_filter`` -- plus
 release-specific ones: one top-level directory (stripped), no setuid/setgid bits, no device or
-fifo members, no duplicate or case-colliding names, links that stay in the tree, bounded size
-and entry count, required members present.
+fifo members, no duplicate or case-colliding names, names within PATH_MAX/NAME_MAX, links that
+stay in the tree, bounded size and entry count, required members present.
 
 This policy decides and words every refusal, on every Python.  Where the stdlib filter exists
 it runs after our checks, as a backstop: it can only add a refusal, which is then worded here
@@ -18,6 +18,7 @@ import copy
 import os
 import posixpath
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +38,10 @@ FORBIDDEN_PREFIXES = ("lemonade-server", "lemonade-app", "lemonade-tray", "Lemon
 FORBIDDEN_DIRS = ("resources/web-app",)
 MAX_BYTES_ENV = "HAL0_LEMONADE_MAX_UNPACKED_BYTES"
 MAX_ENTRIES_ENV = "HAL0_LEMONADE_MAX_ENTRIES"
+# Linux's limits for a path (with its terminating NUL) and for one component of it.  They also
+# bound what the bookkeeping below keeps per entry.
+PATH_MAX = 4096
+NAME_MAX = 255
 _SPECIAL = {
     tarfile.CHRTYPE: "character device",
     tarfile.BLKTYPE: "block device",
@@ -50,12 +55,18 @@ _STDLIB_WHY = {
     "AbsoluteLinkError": "a link to an absolute path",
     "LinkOutsideDestinationError": "a link that leads outside the release tree",
 }
+# Global PAX records stay in force for the rest of the archive, and every later member with a
+# PAX header of its own gets a copy of them all.
+MAX_GLOBAL_RECORDS = 64
+MAX_GLOBAL_BYTES = 1 << 20
 UNSOUND = "the archive is not a sound Lemonade release; nothing was installed"
+_SHOWN = 200  # characters of a name a message quotes (a hostile one may be a MiB long)
 
 
 @dataclass(frozen=True)
 class Limits:
     # Lemonade 10.6 unpacks to ~200 MB in ~300 entries; these leave an order of magnitude.
+    # max_total_bytes caps the compressed archive as well as what it unpacks to.
     max_total_bytes: int = 4 << 30
     max_entries: int = 20_000
 
@@ -94,8 +105,27 @@ class Extracted:
     entries: int = 0
 
 
+def shown(text: str) -> str:
+    """``text`` quoted for a one-line message, its middle cut out when it is very long."""
+    if len(text) <= _SHOWN:
+        return repr(text)
+    return f"{text[: _SHOWN // 2]!r}...{text[-_SHOWN // 4 :]!r} ({len(text)} characters)"
+
+
 def refuse(member: str, why: str) -> ArchiveError:
-    return ArchiveError(f"refusing archive member {member!r}: {why}", hint=UNSOUND)
+    return ArchiveError(f"refusing archive member {shown(member)}: {why}", hint=UNSOUND)
+
+
+def check_global_headers(member: tarfile.TarInfo, records: Mapping[str, str]) -> None:
+    """Refuse ``member`` if the global PAX records in force before it pile up too high."""
+    if len(records) > MAX_GLOBAL_RECORDS or (
+        sum(len(k) + len(v) for k, v in records.items()) > MAX_GLOBAL_BYTES
+    ):
+        raise refuse(
+            member.name,
+            f"the global PAX headers before it hold more than {MAX_GLOBAL_RECORDS} records "
+            f"or {MAX_GLOBAL_BYTES} bytes",
+        )
 
 
 def split(name: str) -> tuple[str, str]:
@@ -110,6 +140,17 @@ def split(name: str) -> tuple[str, str]:
     if ".." in parts:
         raise refuse(name, "path traversal ('..')")
     return parts[0], "/".join(parts[1:])
+
+
+def _too_long(path: str) -> str | None:
+    """Why ``path`` is longer than Linux takes, or None."""
+    raw = os.fsencode(path)  # tarfile decoded it with the file system's encoding
+    if len(raw) >= PATH_MAX:
+        return f"is {len(raw)} bytes long, PATH_MAX is {PATH_MAX}"
+    longest = max(map(len, raw.split(b"/")))
+    if longest > NAME_MAX:
+        return f"has a component of {longest} bytes, NAME_MAX is {NAME_MAX}"
+    return None
 
 
 class Admitted(NamedTuple):
@@ -134,6 +175,8 @@ class Policy:
         out.entries += 1
         if out.entries > self.limits.max_entries:
             raise refuse(m.name, f"more than {self.limits.max_entries} entries")
+        if why := _too_long(m.name):
+            raise refuse(m.name, f"name {why}")
         top, rest = split(m.name)
         if not out.top:
             out.top = top
@@ -145,6 +188,8 @@ class Policy:
             return Admitted("", [])
         new_dirs = self._check_common(m, rest)
         link = self._check_kind(m, rest, new_dirs)
+        if len(out.dirs) + len(new_dirs) > self.limits.max_entries:
+            raise refuse(m.name, f"more than {self.limits.max_entries} directories")
         self._stdlib_backstop(m, rest, link)
         self._record(m, rest, new_dirs)
         return Admitted(rest, new_dirs, link)
@@ -166,7 +211,7 @@ class Policy:
         if any(rest == d or rest.startswith(d + "/") for d in FORBIDDEN_DIRS):
             raise refuse(m.name, "the desktop web app, not part of the embeddable server")
         # Up from the parent to the first directory already made: those above it were
-        # checked when it was made.
+        # checked when it was made, so a deep tree costs its depth once, not per member.
         new_dirs = []
         parent = posixpath.dirname(rest)
         while parent and parent not in self.out.dirs:
@@ -199,13 +244,19 @@ class Policy:
     def _check_symlink(self, m: tarfile.TarInfo, rest: str) -> None:
         target = m.linkname
         if not target or target.startswith("/"):
-            raise refuse(m.name, f"symlink to absolute or empty target {target!r}")
+            raise refuse(m.name, f"symlink to absolute or empty target {shown(target)}")
+        if "\x00" in target:
+            raise refuse(m.name, "symlink target with a NUL byte")
+        if why := _too_long(target):
+            raise refuse(m.name, f"symlink target {why}")
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rest), target))
         if resolved == ".." or resolved.startswith("../"):
-            raise refuse(m.name, f"symlink escapes the release tree ({target!r})")
+            raise refuse(m.name, f"symlink escapes the release tree ({shown(target)})")
 
     def _check_hardlink(self, m: tarfile.TarInfo) -> str:
-        leaves = f"hard link leaves the release tree ({m.linkname!r})"
+        leaves = f"hard link leaves the release tree ({shown(m.linkname)})"
+        if why := _too_long(m.linkname):
+            raise refuse(m.name, f"hard link target {why}")
         try:
             top, target = split(m.linkname)
         except ArchiveError:
@@ -213,7 +264,9 @@ class Policy:
         if top != self.out.top:
             raise refuse(m.name, leaves)
         if target not in self.out.files:
-            raise refuse(m.name, f"hard link to {m.linkname!r}, not a file earlier in the tree")
+            raise refuse(
+                m.name, f"hard link to {shown(m.linkname)}, not a file earlier in the tree"
+            )
         return target
 
     def _stdlib_backstop(self, m: tarfile.TarInfo, rest: str, link: str) -> None:

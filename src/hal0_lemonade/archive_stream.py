@@ -6,8 +6,15 @@ tar headers and writes the files.  recv, zlib, hashlib and file writes release t
 buffers, so the stages overlap.  Inflate uses ``zlib_ng`` when it is importable (about 2.5x
 faster than the stdlib's zlib, same API and the same checks), stdlib ``zlib`` otherwise.
 
-Memory stays flat: at most ``_AHEAD`` compressed chunks of at most ``_IN`` bytes and ``_QUEUE``
-inflated chunks of at most ``_OUT`` bytes are in flight.
+Nothing here trusts the bytes, which are checked against the pinned digest only at the end,
+so nothing may grow with a size they choose:
+
+* at most ``_AHEAD`` compressed chunks of at most ``_IN`` bytes and ``_QUEUE`` inflated chunks
+  of at most ``_OUT`` bytes are in flight;
+* ``tarfile`` reads each member's header records (PAX, GNU long names, sparse maps) through
+  :meth:`Feed.read` in one piece, so that read is capped per member (``MAX_HEADER_BYTES``);
+* the compressed input is capped (``Limits.max_total_bytes``), and so are the zero padding
+  after a gzip member and the bytes after the tar archive's end (``MAX_TRAILING_BYTES``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ import threading
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol, cast
+
+from hal0_lemonade.archive_policy import UNSOUND
+from hal0_lemonade.errors import ArchiveError
 
 try:  # a faster inflate with the stdlib's API and checks; optional
     from zlib_ng import zlib_ng as _zlib
@@ -44,6 +54,16 @@ _QUEUE = 8  # inflated chunks in flight between the two threads
 _AHEAD = 4  # compressed chunks read ahead of the inflate
 GZIP_MAGIC = b"\x1f\x8b"
 _TRUNCATED = "Compressed file ended before the end-of-stream marker was reached"
+# All the header records of one member.  A release's are a 512-byte block, or three with a
+# long name; only a hostile archive needs a PAX header or a sparse map of a MiB.
+MAX_HEADER_BYTES = 1 << 20
+# Zero padding after a gzip member, and bytes after the tar archive's end.  A tar writer pads
+# to its record size (10 KiB by default); more than a MiB of either is not a release.
+MAX_TRAILING_BYTES = 1 << 20
+
+
+class HeaderTooLargeError(Exception):
+    """A member's header records passed ``MAX_HEADER_BYTES``: the consumer names the member."""
 
 
 class StopError(Exception):
@@ -123,10 +143,12 @@ class Inflater(_Stage):
     truncated.  A failure travels through the queue and is raised in the consuming thread.
     """
 
-    def __init__(self, source: BinaryIO, head: bytes) -> None:
+    def __init__(self, source: BinaryIO, head: bytes, max_compressed: int) -> None:
         super().__init__("hal0-inflate", _QUEUE)
         self._source = source
         self._head = head
+        self._read_bytes = len(head)
+        self._max_compressed = max_compressed
 
     def run(self) -> None:
         try:
@@ -145,24 +167,40 @@ class Inflater(_Stage):
     def _read(self) -> bytes:
         if self._stopping:
             raise StopError
-        return self._source.read(_IN)
+        data = self._source.read(_IN)
+        self._read_bytes += len(data)
+        if self._read_bytes > self._max_compressed:
+            # Empty gzip members inflate to nothing: only this bounds a source of them.
+            raise ArchiveError(
+                f"the compressed archive is larger than {self._max_compressed} bytes",
+                hint=UNSOUND,
+            )
+        return data
 
     def _inflate(self) -> None:
         member: _Decompress | None = _zlib.decompressobj(31)
         data = self._head
+        padding = 0  # zero bytes since the last member ended
         while True:
             more = False  # a full output chunk may leave output pending with no input left
             while data or more:
                 if member is None:  # between members: zero padding, a member or the end
-                    data = data.lstrip(b"\0")
+                    stripped = data.lstrip(b"\0")
+                    padding += len(data) - len(stripped)
+                    if padding > MAX_TRAILING_BYTES:
+                        raise ArchiveError(
+                            f"more than {MAX_TRAILING_BYTES} zero bytes after the gzip stream",
+                            hint=UNSOUND,
+                        )
+                    data = stripped
                     if not data:
                         break
-                    if len(data) < 2 and (extra := self._source.read(_IN)):
+                    if len(data) < 2 and (extra := self._read()):
                         data += extra
                         continue
                     if data[:2] != GZIP_MAGIC:
                         raise gzip.BadGzipFile(f"Not a gzipped file ({data[:2]!r})")
-                    member = _zlib.decompressobj(31)
+                    member, padding = _zlib.decompressobj(31), 0
                 out = member.decompress(data, _OUT)
                 if out:
                     self._put(out)
@@ -186,6 +224,7 @@ class Feed:
         self._pos = 0  # in _buf
         self._tell = 0  # in the whole stream
         self._done = False
+        self.header_bytes = 0  # read by tarfile for the member it is parsing; reset per member
 
     def _fill(self) -> bool:
         """Make the next chunk current; False at the end of the stream."""
@@ -209,8 +248,14 @@ class Feed:
         return view
 
     def read(self, size: int = -1) -> bytes:
+        """What ``tarfile`` reads: header blocks and header records (member data goes through
+        :meth:`views`).  Refused before anything is read once a member's headers would pass
+        ``MAX_HEADER_BYTES``: tarfile asks for a PAX header's whole payload in one call."""
+        if size < 0 or self.header_bytes + size > MAX_HEADER_BYTES:
+            raise HeaderTooLargeError
+        self.header_bytes += size
         parts = []
-        left = size if size >= 0 else 1 << 62
+        left = size
         while left and (view := self._take(left)) is not None:
             parts.append(view)
             left -= len(view)
@@ -237,5 +282,10 @@ class Feed:
 
     def drain(self) -> None:
         """Read the stream to its end (where the gzip layer checks its CRCs and lengths)."""
+        end = self._tell + MAX_TRAILING_BYTES
         while self._take(_OUT) is not None:
-            pass
+            if self._tell > end:
+                raise ArchiveError(
+                    f"more than {MAX_TRAILING_BYTES} bytes after the end of the tar archive",
+                    hint=UNSOUND,
+                )
