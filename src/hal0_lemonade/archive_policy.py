@@ -4,7 +4,8 @@ Every member passes the checks of the stdlib's PEP 706 ``data`` filter -- carrie
 own code, because Debian 12's Python 3.11.2 predates ``tarfile.data_filter`` -- plus
 release-specific ones: one top-level directory (stripped), no setuid/setgid bits, no device or
 fifo members, no duplicate or case-colliding names, names within PATH_MAX/NAME_MAX, links that
-stay in the tree, bounded size and entry count, required members present.
+stay in the tree (symlinks resolved through the archive's own symlinks), bounded size and
+entry count, required members present.
 
 This policy decides and words every refusal, on every Python.  Where the stdlib filter exists
 it runs after our checks, as a backstop: it can only add a refusal, which is then worded here
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from hal0_lemonade.archive_links import LinkTree
 from hal0_lemonade.errors import ArchiveError, UsageError
 
 REQUIRED_FILES = (
@@ -160,7 +162,7 @@ class Admitted(NamedTuple):
 
 
 class Policy:
-    """Decides on each member in archive order, and keeps what it needs to: the names so far."""
+    """Decides on each member in archive order, and keeps what it needs to: the tree so far."""
 
     def __init__(self, dest: Path, limits: Limits) -> None:
         self._dest = os.fspath(dest)
@@ -168,6 +170,8 @@ class Policy:
         self.out = Extracted()
         self._seen: set[str] = set()
         self._folded: dict[str, str] = {}
+        self._tree = LinkTree()
+        self._link_names: dict[str, str] = {}  # symlink -> its name in the archive
 
     def admit(self, m: tarfile.TarInfo) -> Admitted:
         """Check ``m`` and record it as extracted; raises the refusal."""
@@ -198,6 +202,8 @@ class Policy:
         """The checks for every member below the top; returns the directories it needs."""
         if rest in self._seen:
             raise refuse(m.name, "duplicate member")
+        if rest in self.out.dirs and not m.isdir():
+            raise refuse(m.name, "a directory of that name is already in the archive")
         folded = rest.casefold()
         if folded in self._folded and self._folded[folded] != rest:
             raise refuse(m.name, f"name collides with {self._folded[folded]!r} ignoring case")
@@ -252,6 +258,10 @@ class Policy:
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rest), target))
         if resolved == ".." or resolved.startswith("../"):
             raise refuse(m.name, f"symlink escapes the release tree ({shown(target)})")
+        # Through the symlinks extracted so far (the stdlib's backstop sees those on disk);
+        # finish() checks every link again once the tree is complete.
+        if why := self._tree.why_not(rest, target):
+            raise refuse(m.name, f"symlink target {shown(target)} {why}")
 
     def _check_hardlink(self, m: tarfile.TarInfo) -> str:
         leaves = f"hard link leaves the release tree ({shown(m.linkname)})"
@@ -286,9 +296,15 @@ class Policy:
         folded = rest.casefold()
         self._seen.add(rest)
         self._folded[folded] = rest
-        self.out.dirs.update(new_dirs)
+        for d in new_dirs:
+            self.out.dirs.add(d)
+            self._tree.add(d, is_dir=True)
         if m.issym():
             self.out.links[rest] = m.linkname
+            self._link_names[rest] = m.name
+            self._tree.add(rest, target=m.linkname)
+        elif not m.isdir():
+            self._tree.add(rest)
 
     def finish(self) -> Extracted:
         """The checks that need the whole tree; the record of what was extracted."""
@@ -297,6 +313,10 @@ class Policy:
             raise ArchiveError(
                 "the archive holds no files", hint="download it again; nothing was installed"
             )
+        # Again, now that every link is in the tree: a link may lead through a later one.
+        for rel, target in out.links.items():
+            if why := self._tree.why_not(rel, target):
+                raise refuse(self._link_names[rel], f"symlink target {shown(target)} {why}")
         for required in REQUIRED_FILES:
             if required not in out.files:
                 what = "a symlink" if required in out.links else "missing"

@@ -129,6 +129,30 @@ CASES: dict[str, Case] = {
     "path through a file": Case(
         "path goes through a file", _plus(tar_file(f"{TOP}/LICENSE/evil", "x"))
     ),
+    # Lexically inside (normpath keeps it in resources/..), but the kernel follows each `a`
+    # back to resources/ before it applies a `..`: the link leads to /etc/shadow.
+    "symlink through a symlink": Case(
+        "symlink target 'a/a/a/a/../../../../etc/shadow' resolves outside the release tree",
+        _plus(
+            symlink(f"{TOP}/resources/a", "."),
+            symlink(f"{TOP}/resources/x", "a/a/a/a/../../../../etc/shadow"),
+        ),
+    ),
+    "symlink through a later symlink": Case(
+        f"'{TOP}/resources/y': symlink target 'b/b/../../../etc/passwd' resolves outside",
+        _plus(
+            symlink(f"{TOP}/resources/y", "b/b/../../../etc/passwd"),
+            symlink(f"{TOP}/resources/b", "."),
+        ),
+    ),
+    "symlink loop": Case(
+        "needs more than 40 symlink hops to resolve",
+        _plus(symlink(f"{TOP}/resources/ping", "pong"), symlink(f"{TOP}/resources/pong", "ping")),
+    ),
+    "symlink where a directory is": Case(
+        "a directory of that name is already in the archive",
+        _plus(tar_file(f"{TOP}/resources/sub/x.json", "{}"), symlink(f"{TOP}/resources/sub", ".")),
+    ),
     # -- special files and modes -------------------------------------------------------------
     "character device": Case(
         "character device member",
