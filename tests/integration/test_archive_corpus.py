@@ -76,6 +76,16 @@ def _flip(offset: int) -> Callable[[bytes], bytes]:
     return flip
 
 
+def _name_of_length(n: int) -> str:
+    """A member name of ``n`` bytes, in components of at most 200."""
+    head = f"{TOP}/resources/"
+    body = "/".join("d" * 199 for _ in range((n - len(head)) // 200 + 1))
+    return head + body[: n - len(head) - 1] + "f"
+
+
+LONG_NAME = _name_of_length(4200)
+
+
 @dataclass(frozen=True)
 class Case:
     expect: str  # a fragment of the one-line error, unique to this case
@@ -119,6 +129,30 @@ CASES: dict[str, Case] = {
     "path through a file": Case(
         "path goes through a file", _plus(tar_file(f"{TOP}/LICENSE/evil", "x"))
     ),
+    # Lexically inside (normpath keeps it in resources/..), but the kernel follows each `a`
+    # back to resources/ before it applies a `..`: the link leads to /etc/shadow.
+    "symlink through a symlink": Case(
+        "symlink target 'a/a/a/a/../../../../etc/shadow' resolves outside the release tree",
+        _plus(
+            symlink(f"{TOP}/resources/a", "."),
+            symlink(f"{TOP}/resources/x", "a/a/a/a/../../../../etc/shadow"),
+        ),
+    ),
+    "symlink through a later symlink": Case(
+        f"'{TOP}/resources/y': symlink target 'b/b/../../../etc/passwd' resolves outside",
+        _plus(
+            symlink(f"{TOP}/resources/y", "b/b/../../../etc/passwd"),
+            symlink(f"{TOP}/resources/b", "."),
+        ),
+    ),
+    "symlink loop": Case(
+        "needs more than 40 symlink hops to resolve",
+        _plus(symlink(f"{TOP}/resources/ping", "pong"), symlink(f"{TOP}/resources/pong", "ping")),
+    ),
+    "symlink where a directory is": Case(
+        "a directory of that name is already in the archive",
+        _plus(tar_file(f"{TOP}/resources/sub/x.json", "{}"), symlink(f"{TOP}/resources/sub", ".")),
+    ),
     # -- special files and modes -------------------------------------------------------------
     "character device": Case(
         "character device member",
@@ -145,6 +179,21 @@ CASES: dict[str, Case] = {
     "desktop web app": Case(
         "the desktop web app", _plus(tar_file(f"{TOP}/resources/web-app/index.html", "<html>"))
     ),
+    "name longer than PATH_MAX": Case(
+        f"name is {len(LONG_NAME)} bytes long, PATH_MAX is 4096", _plus(tar_file(LONG_NAME, "x"))
+    ),
+    "name component longer than NAME_MAX": Case(
+        "name has a component of 256 bytes, NAME_MAX is 255",
+        _plus(tar_file(f"{TOP}/resources/{'n' * 256}", "x")),
+    ),
+    "symlink target longer than PATH_MAX": Case(
+        "symlink target is 4200 bytes long",
+        _plus(symlink(f"{TOP}/resources/far", "x/" * 2100)),
+    ),
+    # Within PATH_MAX in the archive, past it once the staging directory's path is in front.
+    "path too long for the staging directory": Case(
+        "path too long to extract here", _plus(tar_file(_name_of_length(4090), "x"))
+    ),
     # -- bombs (small caps injected through the environment) -------------------------------
     "size bomb": Case(
         "unpacks to more than 1000000 bytes",
@@ -154,6 +203,11 @@ CASES: dict[str, Case] = {
     "entry bomb": Case(
         "more than 50 entries",
         _plus(*(tar_file(f"{TOP}/resources/e{i:03d}", "") for i in range(60))),
+        env={"HAL0_LEMONADE_MAX_ENTRIES": "50"},
+    ),
+    "directory bomb": Case(
+        "more than 50 directories",
+        _plus(tar_file(f"{TOP}/resources/{'d/' * 60}f", "x")),  # one entry, 60 directories
         env={"HAL0_LEMONADE_MAX_ENTRIES": "50"},
     ),
     # -- layout -----------------------------------------------------------------------------
@@ -187,6 +241,18 @@ CASES: dict[str, Case] = {
     "a zip file": Case("it starts with b'PK'", raw=lambda b: b"PK\x03\x04" + b[4:]),
     "garbage after the gzip stream": Case(
         "unexpected bytes after the end of the gzip stream", raw=lambda b: b + b"garbage!"
+    ),
+    "zero padding after the gzip stream": Case(
+        "more than 1048576 zero bytes after the gzip stream", raw=lambda b: b + bytes(2 << 20)
+    ),
+    "data after the end of the tar archive": Case(
+        "more than 1048576 bytes after the end of the tar archive",
+        raw=lambda b: gzip.compress(gzip.decompress(b) + bytes(2 << 20), mtime=0),
+    ),
+    "compressed archive over the cap": Case(
+        "the compressed archive is larger than 1000000 bytes",
+        raw=lambda b: b + gzip.compress(b"", mtime=0) * 60_000,  # each inflates to nothing
+        env={"HAL0_LEMONADE_MAX_UNPACKED_BYTES": "1000000"},
     ),
     "zero-byte file": Case("the archive is a zero-byte file", raw=lambda b: b""),
     "gzip of nothing": Case("no tar data inside the gzip stream", raw=lambda b: gzip.compress(b"")),
