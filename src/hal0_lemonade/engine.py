@@ -96,7 +96,8 @@ def roll_back(settings: Settings) -> str:
     swapped = release.roll_back(layout, planned)
     target = daemon_config.for_release(layout, planned.previous, switching=True)
     state = daemon_config.probe(layout, settings.operator)
-    return f"{swapped}; {daemon_config.converge(layout, state, settings.intent, target)}"
+    intent = settings.intent.as_ran_with(target.kept)
+    return f"{swapped}; {daemon_config.converge(layout, state, intent, target)}"
 
 
 def _instrument(step: plan.Step) -> None:

@@ -43,12 +43,9 @@ def build_steps(layout: Layout, runner: CommandRunner) -> tuple[list[plan.Step],
     )
     # The config the previous release ran with comes back with it: a 10.x reading the file
     # 11.x migrated would broadcast on every interface.
-    config = daemon_config.plan(
-        layout,
-        intent,
-        daemon_config.probe(layout, operator),
-        daemon_config.for_release(layout, planned.previous, switching=True),
-    )
+    target = daemon_config.for_release(layout, planned.previous, switching=True)
+    intent = intent.as_ran_with(target.kept)
+    config = daemon_config.plan(layout, intent, daemon_config.probe(layout, operator), target)
     restart = plan.Step(STEP_SERVICE, hint=service.JOURNAL_HINT)
     state = service.probe(layout, runner, LISTEN_HOST, intent.port)
     if not layout.is_host_root:

@@ -16,7 +16,7 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +52,7 @@ class CommandRunner(Protocol):
         check: bool = True,
         timeout: float = 60.0,
         run_as: Identity | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> CommandResult: ...
 
 
@@ -65,7 +66,9 @@ class SubprocessRunner:
         check: bool = True,
         timeout: float = 60.0,
         run_as: Identity | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> CommandResult:
+        """``env`` adds to the fixed environment (never replaces PATH or the locale)."""
         args = tuple(argv)
         try:
             process = subprocess.Popen(
@@ -75,7 +78,7 @@ class SubprocessRunner:
                 stderr=subprocess.PIPE,
                 close_fds=True,
                 start_new_session=True,  # setsid(): no controlling terminal
-                env=ENV,
+                env={**(env or {}), **ENV},
                 # With run_as, the stdlib drops to the account in the child between fork and
                 # exec, groups first: setgroups, setregid, setreuid (no setpriv needed).
                 user=run_as.uid if run_as else None,

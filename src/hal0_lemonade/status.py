@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hal0_lemonade import cpus, health, opconfig, safefs
+from hal0_lemonade import configschema, cpus, health, opconfig, safefs
 from hal0_lemonade.layout import Layout
-from hal0_lemonade.resources import account, daemon_config, release, service, unit
+from hal0_lemonade.resources import account, daemon_config, preflight, release, service, unit
 from hal0_lemonade.runner import CommandRunner
 from hal0_lemonade.settings import LISTEN_HOST, LISTEN_PORT
 
@@ -61,9 +61,11 @@ def config_problems(
     config: dict[str, object],
     port: int = LISTEN_PORT,
     operator: opconfig.OperatorConfig | None = None,
+    schema: int | None = None,
 ) -> list[str]:
-    """Invariants of a config.json: --threads N >= 2, loopback, the port, operator keys."""
-    problems = []
+    """Invariants of a config.json: --threads N >= 2, loopback, the port, no broadcast in the
+    live release's schema (``schema``, when known), the operator's keys."""
+    problems = _schema_problems(config, schema) if schema is not None else []
     llamacpp = config.get("llamacpp")
     args = llamacpp.get("args") if isinstance(llamacpp, dict) else None
     match = _THREADS.search(args) if isinstance(args, str) else None
@@ -91,6 +93,21 @@ def config_problems(
                 f"{operator.values[dotted]!r}"
             )
     return problems
+
+
+def _schema_problems(config: dict[str, object], schema: int) -> list[str]:
+    """A file in another schema than the live release reads is misread by it (10.x finds no
+    ``no_broadcast`` in a file 11.x migrated, and broadcasts); the quiet key must hold."""
+    written = configschema.file_schema(config)
+    if written != schema:
+        return [
+            f"config.json is in lemond's version-{written} schema, the live release reads "
+            f"version {schema} (it ignores the locks it cannot read)"
+        ]
+    key, value = ("no_broadcast", True) if schema == 1 else ("broadcast", False)
+    if config.get(key) is not value:
+        return [f"{key} is {config.get(key)!r}: lemond announces itself on the network"]
+    return []
 
 
 def _listener_flags(args: str) -> list[str]:
@@ -169,7 +186,9 @@ def collect(
             Check("config", False, f"{layout.config}: {cfg.problem or 'missing'}", INSTALL_HINT)
         )
     else:
-        problems = config_problems(cfg.parsed, port, want.operator)
+        live = layout.live.real
+        schema = preflight.tree_schema(live) if live.is_dir() else None
+        problems = config_problems(cfg.parsed, port, want.operator, schema)
         args = cfg.parsed.get("llamacpp", {}).get("args", "")
         checks.append(
             Check(

@@ -233,3 +233,85 @@ def test_a_busy_port_is_detected_although_lemond_keeps_running(
     container.systemctl("restart", UNIT)
     container.wait_healthy()
     assert all(c["ok"] is True for c in _checks(container, "status", 0).values())
+
+
+# --- upgrading to the real 11.7.0 and back ----------------------------------------------------
+
+NEW = "11.7.0"
+
+
+@pytest.fixture(scope="module")
+def real_new(e2e: E2E) -> RealRelease:
+    return e2e.real_release(NEW)
+
+
+def _udp_on_any(c: Container, pid: int) -> list[str]:
+    """UDP sockets of ``pid`` bound to every interface: lemond's broadcast beacon."""
+    return [
+        addr for addr, owner in _listeners(c, "u") if owner == pid and not addr.startswith("127.")
+    ]
+
+
+def test_upgrade_to_11_converges(container: Container, real_new: RealRelease, running: int) -> None:
+    result = container.install(*real_new.args(), "--threads", "3")
+    assert result["ok"] is True and result["changed"] is True, result
+    pid = require_active(container)
+    assert container.wait_healthy()["version"] == NEW
+    config = container.read_json(CONFIG)
+    assert (config["config_version"], config["broadcast"]) == (2, False), config
+    assert "no_broadcast" not in config and config["ctx_size"] == 4096
+    journal = container.journal(lines=200)
+    assert "Migrating config" not in journal  # 11.x found nothing to migrate
+    assert _udp_on_any(container, pid) == []
+    for _ in range(2):  # converged: unchanged, and lemond keeps running (same MainPID)
+        again = container.install(*real_new.args(), "--threads", "3")
+        assert again["changed"] is False, again
+        assert container.main_pid() == pid
+    assert all(c["ok"] is True for c in _checks(container, "status", 0).values())
+    doctor = _checks(container, "doctor", 0)
+    assert doctor["version"]["detail"] == f"lemond {NEW} runs, as installed"
+
+
+def test_rollback_to_10_does_not_broadcast(
+    container: Container, real: RealRelease, real_new: RealRelease, running: int
+) -> None:
+    migrated = container.read(CONFIG)
+    done = container.cli("rollback", "--json", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pid = require_active(container)
+    assert container.wait_healthy()["version"] == VERSION
+    config = container.read_json(CONFIG)
+    assert (config["config_version"], config["no_broadcast"]) == (1, True), config
+    assert _udp_on_any(container, pid) == []  # no beacon on 0.0.0.0
+    assert all(c["ok"] is True for c in _checks(container, "status", 0).values())
+    unchanged = container.install(*real.args(), "--threads", "3")
+    assert unchanged["changed"] is False, unchanged  # as the rollback left it
+    assert container.main_pid() == pid
+
+    forward = container.install(*real_new.args(), "--threads", "3")
+    assert forward["ok"] is True and forward["changed"] is True
+    assert container.wait_healthy()["version"] == NEW
+    assert json.loads(container.read(CONFIG)) == json.loads(migrated)  # what 11.x ran with
+    assert container.install(*real_new.args(), "--threads", "3")["changed"] is False
+
+
+def test_a_host_without_11s_libraries_is_refused_before_anything_changes(
+    container: Container, real: RealRelease, real_new: RealRelease, running: int
+) -> None:
+    """11.x links libdrm; a minimal Debian lacks it: the preflight says which package."""
+    back = container.cli("rollback", "--json", timeout=120)
+    assert back.returncode == 0, back.stdout + back.stderr
+    container.run(["dpkg", "--purge", "--force-depends", "libdrm-amdgpu1", "libdrm2"])
+    # 11.7.0's tree is kept as the previous release: promoting it is checked all the same.
+    before = container.snapshot("/opt", "/var/lib/hal0", exclude=("/opt/hal0-venv",))
+    result = container.install(*real_new.args(), "--threads", "3", expect_rc=1)
+    error = str(result["error"])
+    # lemond links libdrm_amdgpu directly (libdrm.so.2 comes through it, and with the
+    # package's dependencies).
+    expected = "lemond 11.7.0 needs libdrm_amdgpu.so.1 (Debian: libdrm-amdgpu1), which this host"
+    assert error.startswith(f"[Lemonade release] {expected}"), error
+    assert "apt-get install libdrm-amdgpu1" in error, error
+    after = container.snapshot("/opt", "/var/lib/hal0", exclude=("/opt/hal0-venv",))
+    changed = [p for p in before.keys() | after.keys() if before.get(p) != after.get(p)]
+    assert [p for p in changed if not p.startswith("/var/lib/hal0/lemonade/")] == [], changed
+    assert container.health()["version"] == VERSION  # 10.6.0 still serving

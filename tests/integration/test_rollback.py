@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -151,8 +151,9 @@ class ProcessSystemd:
         check: bool = True,
         timeout: float = 60.0,
         run_as: Identity | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> CommandResult:
-        assert run_as is None  # systemctl runs as root
+        assert run_as is None and env is None  # systemctl runs as root, in the fixed env
         args = tuple(argv)
         self.calls.append(args)
         if args == ("systemctl", "restart", SERVICE_NAME):

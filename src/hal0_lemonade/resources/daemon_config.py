@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from hal0_lemonade import configschema, opconfig, safefs
+from hal0_lemonade import cpus as cpu_probe
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step, file_diff
 from hal0_lemonade.resources import account, config_history, preflight
@@ -27,6 +29,7 @@ BACKUP_SUFFIX = ".bak"
 
 
 llamacpp_args = configschema.llamacpp_args
+_THREADS = re.compile(r"--parallel 1 --threads (\d+)(?: |$)")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,23 @@ class Intent:
     host: str
     port: int
     models_dir: str
+
+    def as_ran_with(self, config: dict[str, Any] | None) -> Intent:
+        """This intent with the thread count and port ``config`` (one a release ran with)
+        records, where they are sound: a rollback brings a release back as it ran, flags
+        included, which a command without them could not know otherwise."""
+        if config is None:
+            return self
+        threads, port = self.threads, self.port
+        llamacpp = config.get("llamacpp")
+        args = llamacpp.get("args") if isinstance(llamacpp, dict) else None
+        found = _THREADS.match(args) if isinstance(args, str) else None
+        if found is not None and int(found.group(1)) >= cpu_probe.MIN_THREADS:
+            threads = int(found.group(1))
+        kept_port = config.get("port")
+        if isinstance(kept_port, int) and not isinstance(kept_port, bool):
+            port = kept_port if 1024 <= kept_port <= 65535 else port
+        return Intent(threads, self.host, port, self.models_dir)
 
     def locked(self, schema: int) -> dict[str, Any]:
         return configschema.locked(

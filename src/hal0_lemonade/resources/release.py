@@ -230,7 +230,9 @@ class Installer:
         self._clean_staging()
         kept = None if fresh else self.reusable(pin)
         if kept is not None:
-            self.target.schema = preflight.tree_schema(kept)
+            # Checked when it was staged, but the host may have changed since (a library
+            # removed): checked again before it goes live.
+            self.target.schema = preflight.check(kept, pin.version, self.runner)
             self._go_live(kept.name)
             self.prune()
             return f"installed {pin.version} (the complete release kept in {kept.parent.name})"
