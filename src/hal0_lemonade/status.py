@@ -240,7 +240,13 @@ def collect(
         if stranger:
             detail = f"{health.HEALTH_PATH} on port {port} is answered by {stranger}"
         elif answer is not None:
-            detail = f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')})"
+            # lemond's WebSocket listener (the first free port from 9000, on its host) is the
+            # other port it holds: worth seeing when something else wanted 9000.
+            ws = answer.get("websocket_port")
+            ws_text = f", WebSocket on port {ws}" if isinstance(ws, int) else ""
+            detail = (
+                f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')}{ws_text})"
+            )
         else:
             detail = f"{health.HEALTH_PATH} on {LISTEN_HOST}:{port} does not answer"
         healthy = answer is not None and not stranger

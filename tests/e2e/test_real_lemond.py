@@ -86,6 +86,9 @@ def test_install_runs_the_real_daemon(container: Container, real: RealRelease) -
 
     status = _checks(container, "status", 0)
     assert all(c["ok"] is True for c in status.values()), status
+    assert status["healthy"]["detail"] == (
+        f"/api/v1/health answers (lemond {VERSION}, WebSocket on port 9000)"
+    )
     doctor = _checks(container, "doctor", 0)
     assert doctor["version"]["ok"] is True
     assert doctor["version"]["detail"] == f"lemond {VERSION} runs, as installed"
