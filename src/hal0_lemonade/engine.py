@@ -97,7 +97,9 @@ def roll_back(settings: Settings) -> str:
     target = daemon_config.for_release(layout, planned.previous, switching=True)
     state = daemon_config.probe(layout, settings.operator)
     intent = settings.intent.as_ran_with(target.kept)
-    return f"{swapped}; {daemon_config.converge(layout, state, intent, target)}"
+    daemon_config.converge(layout, state, intent, target)
+    how = "with the config it ran with" if target.kept is not None else "config re-rendered"
+    return f"{swapped} ({how})"
 
 
 def _instrument(step: plan.Step) -> None:

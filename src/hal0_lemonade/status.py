@@ -244,9 +244,7 @@ def collect(
             # other port it holds: worth seeing when something else wanted 9000.
             ws = answer.get("websocket_port")
             ws_text = f", WebSocket on port {ws}" if isinstance(ws, int) else ""
-            detail = (
-                f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')}{ws_text})"
-            )
+            detail = f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')}{ws_text})"
         else:
             detail = f"{health.HEALTH_PATH} on {LISTEN_HOST}:{port} does not answer"
         healthy = answer is not None and not stranger

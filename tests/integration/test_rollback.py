@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hal0_lemonade import engine, settings
 from hal0_lemonade.errors import ServiceError
 from hal0_lemonade.layout import SERVICE_NAME, Layout
 from hal0_lemonade.resources import release, service
@@ -19,6 +20,10 @@ from tests.support.httpserver import HTTPTestServer, Status, free_port
 
 def _live_version(root: Path) -> str:
     return (root / "opt/lemonade/.installed-version").read_text().splitlines()[0]
+
+
+def _previous_target(root: Path) -> str:
+    return (root / "opt/lemonade.releases/previous").readlink().name
 
 
 def _previous_version(root: Path) -> str:
@@ -219,7 +224,7 @@ def test_an_unhealthy_upgrade_rolls_back_restarts_and_says_so(
         _ready(systemd, port, lambda: release.roll_back(layout))
     message = failed.value.message
     assert "is failed (failed), last exit status 1" in message
-    assert "rolled back from 10.6.1 to 10.6.0 automatically" in message
+    assert "automatically rolled back from 10.6.1 to 10.6.0" in message
     assert f"active and healthy on 127.0.0.1:{port} (lemond 10.6.0)" in message
     assert "previous release is live and serving again" in failed.value.hint
     assert (_live_version(root), _previous_version(root)) == ("10.6.0", "10.6.1")
@@ -252,7 +257,42 @@ def test_when_the_previous_release_fails_too_the_error_says_both(
     assert previous.stat().st_size == len(text.encode())
     with pytest.raises(ServiceError) as failed:
         _ready(systemd, port, lambda: release.roll_back(layout))
-    assert "rolled back from 10.6.1 to 10.6.0 automatically, but that did not come up" in (
+    assert "automatically rolled back from 10.6.1 to 10.6.0, but that did not come up" in (
         failed.value.message
     )
     assert _live_version(root) == "10.6.0"
+
+
+def test_the_automatic_rollback_restores_the_config_the_old_release_ran_with(
+    cli: CLI, installed: tuple[Path, Served], served: Callable[..., Served]
+) -> None:
+    """An unhealthy 11.x upgrade goes back to 10.x, and 10.x gets back its own version-1
+    config: on the file 11.x's schema needs, 10.x would broadcast."""
+    root, base = installed
+    port = free_port()
+    (root / "etc/hal0").mkdir(parents=True)
+    (root / "etc/hal0/lemonade.toml").write_text(f"port = {port}\n")
+    assert cli(*install_args(root, base)).code == 0
+    config = root / "var/lib/hal0/lemonade/config.json"
+    v1 = config.read_bytes()
+    broken = served("11.7.0", fail_at_start=True)
+    assert cli(*install_args(root, broken)).code == 0
+    assert json.loads(config.read_text())["config_version"] == 2
+    wanted = settings.build(
+        root=root, version=None, artifact=None, sha256=None, threads=None, dry_run=False,
+        start=True,
+    )  # fmt: skip
+    systemd = ProcessSystemd(root)
+    try:
+        with pytest.raises(ServiceError) as failed:
+            _ready(systemd, port, lambda: engine.roll_back(wanted))
+    finally:
+        systemd.stop()
+    assert (
+        "automatically rolled back from 11.7.0 to 10.6.0 (with the config it ran with): "
+        "active and healthy"
+    ) in failed.value.message
+    assert _live_version(root) == "10.6.0"
+    assert config.read_bytes() == v1  # what 10.6.0 ran with, no_broadcast and all
+    kept = root / "opt/lemonade.releases" / f"{_previous_target(root)}.config.json"
+    assert json.loads(kept.read_text())["config_version"] == 2  # 11.x's, for going forward

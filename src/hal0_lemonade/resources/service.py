@@ -239,10 +239,10 @@ def ready_or_roll_back(
             ready = wait_ready(runner, host, port, start_timeout, health_timeout)
         except ServiceError as again:
             raise ServiceError(
-                f"{failed.message}; {swapped} automatically, but that did not come up "
+                f"{failed.message}; automatically {swapped}, but that did not come up "
                 f"either: {again.message}",
                 hint=JOURNAL_HINT,
             ) from again
         raise ServiceError(
-            f"{failed.message}; {swapped} automatically: {ready}", hint=ROLLBACK_HINT
+            f"{failed.message}; automatically {swapped}: {ready}", hint=ROLLBACK_HINT
         ) from failed
