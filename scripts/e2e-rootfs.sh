@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Build (or reuse) the bootable Debian bookworm root that the e2e suite boots with
-# systemd-nspawn, and print its path on stdout.
+# Build (or reuse) a bootable Debian root that the e2e suite boots with systemd-nspawn, and
+# print its path on stdout.
 #
-#   scripts/e2e-rootfs.sh DEST
+#   scripts/e2e-rootfs.sh DEST [SUITE]
+#
+# SUITE is a Debian release: bookworm (Debian 12: systemd 252, python 3.11.2; the default)
+# or trixie (Debian 13: systemd 257, python 3.13).
 #
 # - Installs systemd-container, debootstrap and zstd with apt-get when they are missing.
-# - Debootstraps bookworm (minbase + systemd and the few tools the tests use) into DEST,
-#   retrying up to 3 times, and strips the apt caches.
+# - Debootstraps SUITE (minbase + systemd and the few tools the tests use) into DEST,
+#   retrying up to 3 times, and strips the apt caches. It says what it is doing, and how
+#   long each part took, on stderr: the first build takes minutes.
 # - Caches the finished root as a zstd tarball under $HAL0_E2E_CACHE (default:
 #   <repo>/.cache/e2e/), keyed by this script's own content hash: change the package list
 #   and the cache key changes with it. A cached root unpacks in about a second.
@@ -15,10 +19,18 @@
 # Needs root. Everything but the final path goes to stderr.
 set -euo pipefail
 
-if [[ $# -ne 1 || -z "$1" ]]; then
-    echo "usage: $0 DEST" >&2
+if [[ $# -lt 1 || $# -gt 2 || -z "$1" ]]; then
+    echo "usage: $0 DEST [bookworm|trixie]" >&2
     exit 2
 fi
+suite=${2:-bookworm}
+case $suite in
+bookworm | trixie) ;;
+*)
+    echo "$0: unknown suite $suite (bookworm or trixie)" >&2
+    exit 2
+    ;;
+esac
 if [[ $(id -u) -ne 0 ]]; then
     echo "$0: must run as root (debootstrap, nspawn)" >&2
     exit 1
@@ -28,8 +40,8 @@ script_path=$(readlink -f "${BASH_SOURCE[0]}")
 repo_dir=$(dirname "$(dirname "$script_path")")
 dest=$(readlink -m "$1")
 cache_dir=${HAL0_E2E_CACHE:-$repo_dir/.cache/e2e}
-key=$(sha256sum "$script_path" | cut -c1-16)
-archive="$cache_dir/rootfs-bookworm-$key.tar.zst"
+key=$( (sha256sum "$script_path" && echo "$suite") | sha256sum | cut -c1-16)
+archive="$cache_dir/rootfs-$suite-$key.tar.zst"
 stamp_name=.hal0-e2e-rootfs
 # libdrm2 and libdrm-amdgpu1: the real lemond 11.x links them (10.x does not).
 packages=systemd,systemd-sysv,dbus,python3,python3-venv,curl,procps,iproute2,libdrm2,libdrm-amdgpu1
@@ -53,8 +65,8 @@ build_root() {
     # $1: empty target directory to debootstrap into
     local target=$1 attempt
     for attempt in 1 2 3; do
-        log "debootstrap bookworm into $target (attempt $attempt of 3)"
-        if debootstrap --variant=minbase --include="$packages" bookworm "$target" >&2; then
+        log "debootstrap $suite into $target (attempt $attempt of 3; about a minute, minutes on a busy machine)"
+        if debootstrap --variant=minbase --include="$packages" "$suite" "$target" >&2; then
             break
         fi
         if [[ $attempt -eq 3 ]]; then
@@ -123,7 +135,7 @@ if [[ ! -f "$archive" ]]; then
     rm -rf "$work"
     trap - EXIT
     # Older cache generations of this script are dead weight.
-    find "$cache_dir" -maxdepth 1 -name 'rootfs-bookworm-*.tar.zst' ! -name "${archive##*/}" \
+    find "$cache_dir" -maxdepth 1 -name "rootfs-$suite-*.tar.zst" ! -name "${archive##*/}" \
         -delete
 fi
 

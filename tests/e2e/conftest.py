@@ -127,6 +127,7 @@ def real_releases() -> tuple[Path | None, dict[str, RealRelease], str]:
 
 @dataclass(frozen=True)
 class E2E:
+    suite: Suite
     rootfs: Path
     wheels: Path
     venv: Path
@@ -193,10 +194,26 @@ def serve_releases(container: Container) -> None:
     )
 
 
-def _build_rootfs() -> Path:
-    dest = cache_dir() / "rootfs"
+@dataclass(frozen=True)
+class Suite:
+    """A Debian release the booted suite runs on, and what it ships."""
+
+    name: str  # debootstrap's suite name
+    debian: str
+    systemd: str  # the major version `systemctl --version` prints
+    python: str  # the major.minor of its /usr/bin/python3
+
+
+SUITES = (
+    Suite("bookworm", "Debian 12", "252", "3.11"),
+    Suite("trixie", "Debian 13", "257", "3.13"),
+)
+
+
+def _build_rootfs(suite: Suite) -> Path:
+    dest = cache_dir() / f"rootfs-{suite.name}"
     result = subprocess.run(
-        ["timeout", "900", str(ROOTFS_SCRIPT), str(dest)],
+        ["timeout", "900", str(ROOTFS_SCRIPT), str(dest), suite.name],
         capture_output=True,
         text=True,
         check=False,
@@ -246,8 +263,10 @@ def _finish(process: subprocess.Popen[str], what: str) -> None:
         pytest.fail(f"{what} failed ({process.returncode}):\n{output}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
+@pytest.fixture(scope="session", params=SUITES, ids=[f"{s.name}" for s in SUITES])
+def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> E2E:
+    """A booted-systemd environment on one Debian release (every e2e test runs on each)."""
+    suite: Suite = request.param
     if sys.platform != "linux":
         unavailable("systemd-nspawn needs Linux")
     if os.geteuid() != 0:
@@ -266,7 +285,21 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
         # sessions may be building or editing the checkout at the same time.
         source = workdir / "source"
         shutil.copytree(PROJECT_DIR, source, ignore=_NOT_SOURCE, symlinks=True)
-        pip = _start([sys.executable, "-m", "pip", "wheel", "-q", str(source), "-w", str(wheels)])
+        # The project and its dependencies as wheels for the root's own python3 (binary
+        # ones, zlib-ng, for its version): pip inside has no network.
+        pip = _start(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-deps",
+                str(source),
+                "-w",
+                str(wheels),
+            ]
+        )
         running.append(pip)
         releases_dir = workdir / "releases"
         releases = Releases(
@@ -278,8 +311,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
                 releases_dir / "broken", BROKEN_UPGRADE_VERSION, fail_at_start=True
             ),
         )
-        rootfs = _build_rootfs()
-        TIMINGS["rootfs ready"] = time.monotonic() - started
+        rootfs = _build_rootfs(suite)
+        TIMINGS[f"{suite.name} rootfs ready"] = time.monotonic() - started
         if shutil.which("systemd-nspawn") is None:
             unavailable("systemd-nspawn is still missing after scripts/e2e-rootfs.sh")
         make_venv = _start(
@@ -287,9 +320,17 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
         )
         running.append(make_venv)
         _finish(pip, f"pip wheel {PROJECT_DIR}")
-        TIMINGS["wheels ready"] = time.monotonic() - started
+        project_wheel = next(wheels.glob("hal0_lemonade-*.whl"))
+        download = [
+            sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+            "--only-binary=:all:", "--python-version", suite.python,
+            "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+            "-d", str(wheels), str(project_wheel),
+        ]  # fmt: skip
+        _finish(_start(download), f"pip download of the dependencies for python {suite.python}")
+        TIMINGS[f"{suite.name} wheels ready"] = time.monotonic() - started
         _finish(make_venv, f"python3 -m venv {VENV} inside the root")
-        TIMINGS["venv ready"] = time.monotonic() - started
+        TIMINGS[f"{suite.name} venv ready"] = time.monotonic() - started
         install = [f"{VENV}/bin/pip", "install", "-q", "--no-index", "--find-links", WHEELS]
         _finish(
             _start(
@@ -307,9 +348,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> E2E:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    TIMINGS["prepare total"] = time.monotonic() - started
+    TIMINGS[f"{suite.name} prepare total"] = time.monotonic() - started
     real_dir, real, missing = real_releases()
-    return E2E(rootfs, wheels, venv, releases, workdir, real_dir, real, missing)
+    return E2E(suite, rootfs, wheels, venv, releases, workdir, real_dir, real, missing)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

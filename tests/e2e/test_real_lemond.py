@@ -1,4 +1,4 @@
-"""The real lemond 10.6.0 under real systemd 252: install, sandbox, drain, restart, repair.
+"""The real lemond 10.6.0 and 11.7.0 under real systemd: install, sandbox, drain, restart, repair.
 
 The archive is a real Lemonade release (``$HAL0_REAL_LEMONADE``, bound at /real), installed
 with ``--artifact``/``--sha256`` exactly as an operator installs a mirrored file.  One booted
@@ -98,7 +98,7 @@ def test_install_runs_the_real_daemon(container: Container, real: RealRelease) -
 
 
 def test_the_daemon_works_inside_every_sandbox_directive(
-    container: Container, running: int
+    container: Container, running: int, e2e: E2E
 ) -> None:
     # Its log: the journal (lemond sees JOURNAL_STREAM and writes no file of its own).
     journal = container.journal(lines=200)
@@ -121,7 +121,7 @@ def test_the_daemon_works_inside_every_sandbox_directive(
     score = container.out(
         ["sh", "-c", f"systemd-analyze security {UNIT}.service --no-pager | tail -1"]
     )
-    MEASURED[f"exposure, real lemond {VERSION} running (systemd 252)"] = score
+    MEASURED[f"exposure, real lemond {VERSION} running (systemd {e2e.suite.systemd})"] = score
     level = re.search(r"exposure level for \S+: (\d+\.\d+)", score)
     assert level is not None and float(level.group(1)) <= 3.5, score
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tests.support.archives import (
     write_tar_gz,
 )
 from tests.support.archives import file as tar_file
+from tests.support.attacker import readable_python
 from tests.support.httpserver import HTTPTestServer
 
 TOP = top_dir_name("10.7.0")
@@ -177,8 +177,9 @@ def test_unreachable_artifact_names_the_step_and_a_hint(
 
 
 def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    # An interpreter nobody can run: pyenv's builds live under /root (0700).
     return subprocess.run(
-        [sys.executable, "-m", "hal0_lemonade", *args],
+        [readable_python(), "-m", "hal0_lemonade", *args],
         capture_output=True, text=True, check=False, user=65534, group=65534,
         env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
     )  # fmt: skip

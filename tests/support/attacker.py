@@ -61,6 +61,38 @@ def start_as(who: Account, code: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+READABLE_PYTHON_ENV = "HAL0_TEST_READABLE_PYTHON"
+
+
+def _everyone_can_reach(path: Path) -> bool:
+    """Every directory on the way to ``path`` lets others through (mode o+x)."""
+    return all(part.stat().st_mode & 0o001 for part in [path, *path.parents] if part.is_dir())
+
+
+def readable_python() -> str:
+    """An interpreter, with this project importable, that another uid can run.
+
+    ``sys.executable`` when it qualifies; a pyenv build under /root (mode 0700) does not, so
+    ``scripts/test`` names Debian's venv (.venv, python 3.11.2) in HAL0_TEST_READABLE_PYTHON.
+    """
+    import hal0_lemonade  # where this interpreter imports the package from
+
+    package = Path(hal0_lemonade.__file__).resolve().parent
+    places = [Path(sys.executable).resolve(), Path(sys.base_prefix), Path(sys.prefix), package]
+    if all(_everyone_can_reach(place) for place in places):
+        return sys.executable
+    fallback = os.environ.get(READABLE_PYTHON_ENV, "")
+    if fallback and Path(fallback).exists():
+        return fallback
+    import pytest  # support code: only tests import it
+
+    reason = (
+        f"{sys.executable} is not reachable by other users and {READABLE_PYTHON_ENV} names no "
+        "interpreter that is (scripts/test sets it)"
+    )
+    raise pytest.skip.Exception(reason)
+
+
 def run_cli(
     *args: str | Path, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
