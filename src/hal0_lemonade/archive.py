@@ -6,8 +6,8 @@ on by :mod:`archive_policy` before anything of it touches the disk; this module 
 admits.  The gzip layer is ours too, read to its end, so a bad CRC or length, a truncated
 stream or trailing garbage is refused even where no digest was pinned.
 
-The bomb caps come from :meth:`Limits.from_env` -- the one place that reads
-``HAL0_LEMONADE_MAX_UNPACKED_BYTES`` and ``HAL0_LEMONADE_MAX_ENTRIES``.
+The bomb caps are :class:`Limits`: the defaults, or what ``HAL0_LEMONADE_MAX_UNPACKED_BYTES``
+and ``HAL0_LEMONADE_MAX_ENTRIES`` set (read by :mod:`hal0_lemonade.environment`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from hal0_lemonade import failpoints
 from hal0_lemonade.archive_policy import (
     FORBIDDEN_DIRS,
     FORBIDDEN_PREFIXES,
-    MAX_BYTES_ENV,
-    MAX_ENTRIES_ENV,
     REQUIRED_FILES,
     UNSOUND,
     Extracted,
@@ -51,8 +49,6 @@ from hal0_lemonade.errors import ArchiveError
 __all__ = [
     "FORBIDDEN_DIRS",
     "FORBIDDEN_PREFIXES",
-    "MAX_BYTES_ENV",
-    "MAX_ENTRIES_ENV",
     "REQUIRED_FILES",
     "Extracted",
     "FileRecord",
@@ -111,7 +107,7 @@ class _Writer:
 
 def extract(stream: BinaryIO, dest: Path, limits: Limits | None = None) -> Extracted:
     """Extract ``stream`` (a .tar.gz) into the empty directory ``dest``."""
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     head = stream.read(2)  # the gzip magic, checked before anything else
     if not head:
         raise _corrupt("the archive is a zero-byte file")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from hal0_lemonade.archive_links import LinkTree
-from hal0_lemonade.errors import ArchiveError, UsageError
+from hal0_lemonade.errors import ArchiveError
 
 REQUIRED_FILES = (
     "lemond",
@@ -38,8 +38,6 @@ REQUIRED_FILES = (
 # Upstream's release smoke test rejects archives carrying the desktop/tray pieces.
 FORBIDDEN_PREFIXES = ("lemonade-server", "lemonade-app", "lemonade-tray", "LemonadeServer")
 FORBIDDEN_DIRS = ("resources/web-app",)
-MAX_BYTES_ENV = "HAL0_LEMONADE_MAX_UNPACKED_BYTES"
-MAX_ENTRIES_ENV = "HAL0_LEMONADE_MAX_ENTRIES"
 # Linux's limits for a path (with its terminating NUL) and for one component of it.  They also
 # bound what the bookkeeping below keeps per entry.
 PATH_MAX = 4096
@@ -71,23 +69,6 @@ class Limits:
     # max_total_bytes caps the compressed archive as well as what it unpacks to.
     max_total_bytes: int = 4 << 30
     max_entries: int = 20_000
-
-    @classmethod
-    def from_env(cls) -> Limits:
-        """The defaults, or the caps set by the two environment variables (tests, odd hosts)."""
-        return cls(
-            max_total_bytes=_env_int(MAX_BYTES_ENV, cls.max_total_bytes),
-            max_entries=_env_int(MAX_ENTRIES_ENV, cls.max_entries),
-        )
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise UsageError(f"{name}={raw!r} is not a positive whole number")
-    return int(raw)
 
 
 @dataclass(frozen=True)

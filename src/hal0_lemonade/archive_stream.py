@@ -25,19 +25,15 @@ import os
 import queue
 import tarfile
 import threading
-import zlib
 from collections.abc import Iterator
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, Protocol
 
+from hal0_lemonade import inflate
 from hal0_lemonade.archive_policy import UNSOUND
 from hal0_lemonade.errors import ArchiveError
 
-try:  # a faster inflate with the stdlib's API and checks; optional
-    from zlib_ng import zlib_ng as _zlib
-except ImportError:  # pragma: no cover - exercised where zlib-ng is not installed
-    _zlib = zlib  # type: ignore[misc]
-# zlib_ng's stub types its error class as an instance
-INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, cast(type[Exception], _zlib.error))
+_zlib = inflate.impl  # zlib-ng where importable, else the stdlib's (see inflate)
+INFLATE_ERRORS = inflate.ERRORS
 
 
 class _Decompress(Protocol):

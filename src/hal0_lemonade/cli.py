@@ -1,28 +1,24 @@
-"""Command line: flags -> Settings -> plan -> apply or print; one place maps errors to exits."""
+"""Command line: flags -> :class:`driver.Options` and a command; the driver does the rest.
+
+Every command takes ``--root``, ``--json`` and ``--debug``; the ones that change the host
+(install, rollback, uninstall) also take ``--dry-run`` and ``--step-offset/--step-total``, the
+same way each.  A command's own module is imported only when it runs: an install need not pay
+for doctor's imports.
+"""
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar
 
 import click
 
-from hal0_lemonade import __version__, engine, plan, progress, report, settings, termsafe
-from hal0_lemonade.clikit import (
-    EXIT_FAIL,
-    EXIT_OK,
-    guard,
-    json_option,
-    root_option,
-    step_numbering_options,
-)
-from hal0_lemonade.errors import Hal0Error, UsageError
-from hal0_lemonade.layout import Layout
-from hal0_lemonade.runner import SubprocessRunner
+from hal0_lemonade import __version__, driver
+
+F = TypeVar("F", bound=Callable[..., Any])
+ROOT = click.Path(exists=True, file_okay=False, resolve_path=True, path_type=Path)
 
 INSTALL_EXAMPLES = """
 \b
@@ -38,7 +34,6 @@ Examples:
 Values not given as flags come from HAL0_LEMONADE_THREADS / HAL0_LEMONADE_PORT, then
 /etc/hal0/lemonade.toml, then the pins (see `hal0-lemonade config show`).
 """
-
 STATUS_EXAMPLES = """
 \b
 Examples:
@@ -46,85 +41,132 @@ Examples:
   hal0-lemonade status --json                 # one JSON object, for scripts
   hal0-lemonade status --root /tmp/sandbox    # a sandbox install
 """
+DOCTOR_EXAMPLES = """
+\b
+Examples:
+  sudo hal0-lemonade doctor                 # check this host; exit 1 if anything fails
+  sudo hal0-lemonade doctor --json | jq '.checks[] | select(.ok == false)'
+  hal0-lemonade doctor --root /tmp/sandbox  # check a sandbox install
+"""
+ROLLBACK_EXAMPLES = """
+\b
+Examples:
+  sudo hal0-lemonade rollback --dry-run   # which release would go live again
+  sudo hal0-lemonade rollback             # swap it back live, restart, wait for health
+  hal0-lemonade rollback --root /tmp/sandbox --json
+"""
+UNINSTALL_EXAMPLES = """
+\b
+Examples:
+  sudo hal0-lemonade uninstall --dry-run    # show what would be removed
+  sudo hal0-lemonade uninstall              # remove service, unit and release; keep state
+  sudo hal0-lemonade uninstall --purge      # also remove /var/lib/hal0 and the hal0 account
+"""
+CONFIG_EXAMPLES = """
+\b
+Examples:
+  hal0-lemonade config show                 # what install would enforce, and why
+  hal0-lemonade config show --json
+  HAL0_LEMONADE_PORT=13400 hal0-lemonade config show
 
-CLI_EPILOG = """
+\b
+Operator file (/etc/hal0/lemonade.toml, optional):
+  port = 13305
+  threads = 6
+  max_loaded_models = 2
+  [llamacpp]
+  backend = "vulkan"
+  extra_args = "--no-mmap"
+"""
+EPILOG = """
 \b
 Shell completion (bash; zsh and fish likewise with zsh_source / fish_source):
   eval "$(_HAL0_LEMONADE_COMPLETE=bash_source hal0-lemonade)"
 """
 
 
-def _http_timeout() -> float:
-    raw = os.environ.get("HAL0_LEMONADE_HTTP_TIMEOUT", "").strip()
-    if not raw:
-        return 30.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 3600:
-        raise UsageError(
-            f"HAL0_LEMONADE_HTTP_TIMEOUT={raw!r} is not a number of seconds in (0, 3600]"
-        )
-    return value
+def common(*, changes: bool) -> Callable[[F], F]:
+    """The options every command shares, and those every changing command shares."""
+
+    def decorate(func: F) -> F:
+        if changes:
+            func = click.option(
+                "--step-total",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Total step count of the embedding installer.",
+            )(func)
+            func = click.option(
+                "--step-offset",
+                type=click.IntRange(min=0),
+                default=0,
+                help="Shift step numbers (when embedded in a larger installer).",
+            )(func)
+            func = click.option(
+                "--dry-run", is_flag=True, help="Print the plan with diffs; change nothing."
+            )(func)
+        func = click.option("--debug", is_flag=True, help="Show tracebacks.")(func)
+        func = click.option(
+            "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
+        )(func)
+        return click.option(
+            "--root",
+            type=ROOT,
+            default=Path("/"),
+            show_default=True,
+            help="Act on this directory as if it were /.",
+        )(func)
+
+    return decorate
 
 
-def _http_deadline() -> float:
-    raw = os.environ.get("HAL0_LEMONADE_HTTP_DEADLINE", "").strip()
-    if not raw:
-        return 1800.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 86400:
-        raise UsageError(
-            f"HAL0_LEMONADE_HTTP_DEADLINE={raw!r} is not a number of seconds in (0, 86400]"
-        )
-    return value
+def _options(opts: dict[str, Any], **more: Any) -> driver.Options:
+    return driver.Options(
+        root=opts["root"],
+        as_json=opts["as_json"],
+        debug=opts["debug"],
+        dry_run=opts.get("dry_run", False),
+        step_offset=opts.get("step_offset", 0),
+        step_total=opts.get("step_total"),
+        **more,
+    )
 
 
-# Subcommands that live in their own modules, imported only when one of them runs (or --help
-# lists them): an install need not pay for doctor's, config's or uninstall's imports.
-_ELSEWHERE = {
-    "rollback": ("hal0_lemonade.rollback", "rollback_cmd"),
-    "doctor": ("hal0_lemonade.doctor", "command"),
-    "uninstall": ("hal0_lemonade.uninstall", "command"),
-    "config": ("hal0_lemonade.config_cmd", "group"),
-}
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from hal0_lemonade import inflate  # only when asked: zlib-ng's import is not free
+
+    click.echo(f"hal0-lemonade, version {__version__} (inflate: {inflate.describe()})")
+    ctx.exit()
 
 
-class _Commands(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *_ELSEWHERE])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in _ELSEWHERE:
-            module, attr = _ELSEWHERE[cmd_name]
-            return cast(click.Command, getattr(importlib.import_module(module), attr))
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(
-    cls=_Commands,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    epilog=CLI_EPILOG,
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version, and which inflate (zlib-ng or the stdlib's) runs, and exit.",
 )
-@click.version_option(__version__, prog_name="hal0-lemonade")
 def cli() -> None:
     """Install and check Lemonade Server (lemond) as the systemd service hal0-lemonade."""
 
 
 @cli.command(epilog=INSTALL_EXAMPLES)
-@root_option()
+@common(changes=True)
+@click.option("--dev", "dev", is_flag=True, help="The same as --dry-run (the seed's DEV_MODE).")
 @click.option("--version", "version", metavar="VER", help="Lemonade release (default: pinned).")
 @click.option(
     "--artifact", metavar="URL|PATH", help="Archive to install: http(s)/file URL or path."
 )
 @click.option("--sha256", metavar="HEX", help="Expected SHA-256 of the archive.")
-@click.option("--threads", type=int, metavar="N", help="llama.cpp --threads (>= 2).")
 @click.option(
-    "--dry-run", "--dev", "dry_run", is_flag=True, help="Print the plan with diffs; change nothing."
+    "--threads",
+    type=click.IntRange(2, 1024),
+    metavar="N",
+    help="llama.cpp --threads (2..1024, like HAL0_LEMONADE_THREADS and the file).",
 )
 @click.option("--no-start", is_flag=True, help="Install files only; do not enable or start.")
 @click.option(
@@ -133,116 +175,83 @@ def cli() -> None:
     help="Re-extract the release from a verified archive even if it looks current "
     "(repairs files `doctor` reports as changed).",
 )
-@json_option()
 @click.option(
     "--quiet", "-q", is_flag=True, help="No download progress; step lines and errors only."
 )
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@step_numbering_options()
 def install(**opts: Any) -> int:
     """Install or converge Lemonade as the hal0-lemonade service."""
-    return guard(opts["as_json"], opts["debug"], lambda: _under_umask_022(lambda: _install(**opts)))
+    from hal0_lemonade import install as install_cmd
+    from hal0_lemonade.settings import Request
 
-
-def _under_umask_022(body: Callable[[], int]) -> int:
-    """Every path is created with an explicit mode; a restrictive umask (077 in a hardened root
-    shell) must not leave /opt/lemonade.releases or its dirs untraversable by hal0."""
-    umask = os.umask(0o022)
-    try:
-        return body()
-    finally:
-        os.umask(umask)
-
-
-def _install(
-    *,
-    root: Path,
-    version: str | None,
-    artifact: str | None,
-    sha256: str | None,
-    threads: int | None,
-    dry_run: bool,
-    no_start: bool,
-    reinstall: bool,
-    as_json: bool,
-    quiet: bool,
-    debug: bool,
-    step_offset: int,
-    step_total: int | None,
-) -> int:
-    del debug  # handled by guard()
-    http_timeout = _http_timeout()  # a malformed value is a usage error before any work
-    http_deadline = _http_deadline()
-    wanted = settings.build(
-        root=root,
-        version=version,
-        artifact=artifact,
-        sha256=sha256,
-        threads=threads,
-        dry_run=dry_run,
-        start=not no_start,
-        reinstall=reinstall,
+    request = Request(
+        version=opts["version"],
+        artifact=opts["artifact"],
+        sha256=opts["sha256"],
+        threads=opts["threads"],
+        start=not opts["no_start"],
+        reinstall=opts["reinstall"],
     )
-    layout = wanted.layout
-    if not dry_run and layout.is_host_root and os.geteuid() != 0:
-        raise Hal0Error(
-            "installing to / needs root privileges",
-            hint="run it with sudo, or use --dry-run to see the plan, or --root DIR",
-        )
-    runner = SubprocessRunner()
-    numbering = report.Numbering(step_offset, step_total)
-    bar = progress.for_stream(sys.stderr, f"Lemonade {wanted.pin.version}", quiet=quiet or as_json)
-    human = report.HumanReporter(numbering=numbering, progress=bar)
-    reporter: plan.Reporter = report.QuietReporter() if as_json else human
-
-    if dry_run:
-        steps = engine.build_steps(wanted, runner, http_timeout=http_timeout)
-        if as_json:
-            report.dump_json(
-                report.result_json(report.plan_result(steps, wanted.pin.version), steps)
-            )
-        else:
-            human.plan(steps)
-        return EXIT_OK
-
-    with engine.install_lock(layout):
-        steps = engine.build_steps(
-            wanted, runner, progress=bar, http_timeout=http_timeout, http_deadline=http_deadline
-        )
-        result = plan.apply(steps, wanted.pin.version, reporter)
-    if as_json:
-        report.dump_json(report.result_json(result))
-    else:
-        human.finish(result)
-    return EXIT_OK if result.ok else EXIT_FAIL
+    opts["dry_run"] = opts["dry_run"] or opts["dev"]
+    options = _options(opts, quiet=opts["quiet"])
+    return driver.execute(install_cmd.command(request), options, changes=True)
 
 
-@cli.command("status", epilog=STATUS_EXAMPLES)
-@root_option("Inspect this directory as if it were /.")
-@json_option()
-def status_cmd(root: Path, as_json: bool) -> int:
+@cli.command(epilog=ROLLBACK_EXAMPLES)
+@common(changes=True)
+def rollback(**opts: Any) -> int:
+    """Switch back to the previous Lemonade release (and its config) and restart."""
+    from hal0_lemonade import rollback as rollback_cmd
+
+    return driver.execute(rollback_cmd.command, _options(opts), changes=True)
+
+
+@cli.command(epilog=UNINSTALL_EXAMPLES)
+@common(changes=True)
+@click.option("--purge", is_flag=True, help="Also remove /var/lib/hal0 and the hal0 account.")
+def uninstall(**opts: Any) -> int:
+    """Stop and remove the hal0-lemonade service and the Lemonade release."""
+    from hal0_lemonade import uninstall as uninstall_cmd
+
+    build = uninstall_cmd.command(purge=opts["purge"])
+    return driver.execute(build, _options(opts), changes=True)
+
+
+@cli.command(epilog=STATUS_EXAMPLES)
+@common(changes=False)
+def status(**opts: Any) -> int:
     """Report what is installed; exit 0 only when every check holds."""
+    from hal0_lemonade import status as status_cmd
 
-    from hal0_lemonade import status  # only this command needs it
+    return driver.execute(status_cmd.command, _options(opts), changes=False)
 
-    def body() -> int:
-        version, checks = status.collect(Layout(root), SubprocessRunner())
-        ok = all(c.ok is not False for c in checks)
-        if as_json:
-            report.dump_json(
-                {
-                    "ok": ok,
-                    "version": version,
-                    "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
-                }
-            )
-        else:
-            for c in checks:
-                mark = {True: "ok  ", False: "FAIL", None: "n/a "}[c.ok]
-                click.echo(f"{mark} {c.name:<8} {termsafe.escape(c.detail)}")
-        return EXIT_OK if ok else EXIT_FAIL
 
-    return guard(as_json, False, body)
+@cli.command(epilog=DOCTOR_EXAMPLES)
+@common(changes=False)
+@click.option(
+    "--dev-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    hidden=True,  # a seam for tests: where the GPU nodes are (default: ROOT/dev)
+)
+def doctor(**opts: Any) -> int:
+    """Check everything, deeply; print each check with a hint; exit 1 when any fails."""
+    from hal0_lemonade import doctor as doctor_cmd
+
+    return driver.execute(doctor_cmd.command(opts["dev_dir"]), _options(opts), changes=False)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Show the effective configuration (operator file: /etc/hal0/lemonade.toml)."""
+
+
+@config_group.command("show", epilog=CONFIG_EXAMPLES)
+@common(changes=False)
+def config_show(**opts: Any) -> int:
+    """Print the config.json values install enforces and where each comes from."""
+    from hal0_lemonade import config_cmd
+
+    return driver.execute(config_cmd.command, _options(opts), changes=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,5 +266,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.Abort:
         sys.stderr.write("aborted\n")
-        return EXIT_FAIL
-    return rv if isinstance(rv, int) else EXIT_OK
+        return driver.EXIT_FAIL
+    return rv if isinstance(rv, int) else driver.EXIT_OK

@@ -13,19 +13,17 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import click
-
-from hal0_lemonade import health, netprobe, opconfig, report, status
-from hal0_lemonade.clikit import EXIT_FAIL, EXIT_OK, guard, json_option, root_option
-from hal0_lemonade.errors import CommandError, Hal0Error
-from hal0_lemonade.layout import SERVICE_USER, Layout
-from hal0_lemonade.resources import account, release, service, unit
-from hal0_lemonade.runner import CommandRunner, Identity, SubprocessRunner
-from hal0_lemonade.settings import LISTEN_HOST
-from hal0_lemonade.status import INSTALL_HINT, Check
+from hal0_lemonade import netprobe, opconfig, status
+from hal0_lemonade.checks import Check, Report
+from hal0_lemonade.driver import Context
+from hal0_lemonade.errors import CommandError
+from hal0_lemonade.layout import SERVICE_USER
+from hal0_lemonade.resources import account, release
+from hal0_lemonade.runner import CommandRunner, Identity
+from hal0_lemonade.status import INSTALL_HINT, Inspection
 
 SHOWN = 5  # problems named in one check's detail; the JSON carries them all
 _CHUNK = 1 << 20
@@ -52,12 +50,10 @@ def _sha256(path: Path) -> str:
 
 def tree_problems(tree: Path) -> tuple[int, list[str]]:
     """Compare a release tree with its install manifest: (files checked, problems by name)."""
-    try:
-        manifest = json.loads((tree / release.MANIFEST).read_text())
-        files: dict[str, dict[str, Any]] = manifest["files"]
-        links: dict[str, str] = manifest.get("links", {})
-    except (OSError, ValueError, KeyError, TypeError):
+    manifest = release.read_manifest(tree)
+    if manifest is None:
         return 0, [f"{release.MANIFEST} is missing or unreadable"]
+    files, links = manifest.files, manifest.links
     problems: list[str] = []
     for rel, rec in files.items():
         path = tree / rel
@@ -89,17 +85,18 @@ def tree_problems(tree: Path) -> tuple[int, list[str]]:
     return len(files), problems
 
 
-def files_check(layout: Layout) -> tuple[Check, list[str]]:
+def files_check(i: Inspection) -> Check:
+    layout = i.layout
     tree = layout.live.real
     if not tree.is_dir():
-        return Check("files", False, f"{layout.live} is missing", INSTALL_HINT), []
+        return Check("files", False, f"{layout.live} is missing", INSTALL_HINT)
     count, problems = tree_problems(tree)
     if not problems:
-        return Check("files", True, f"{count} files match the install manifest"), []
+        return Check("files", True, f"{count} files match the install manifest")
     named = "; ".join(problems[:SHOWN])
     more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
     detail = f"{len(problems)} problem(s) in {layout.live}: {named}{more}"
-    if release.probe(layout).problem:  # install's own (size-only) check sees it too
+    if i.release.problem:  # install's own (size-only) check sees it too
         hint = f"{INSTALL_HINT}: it reinstalls the release from a verified archive"
     else:
         hint = (
@@ -108,17 +105,17 @@ def files_check(layout: Layout) -> tuple[Check, list[str]]:
             "archive (the download cache, so no network is needed); then find out who "
             "changed it"
         )
-    return Check("files", False, detail, hint), problems
+    return Check("files", False, detail, hint, tuple(problems))
 
 
-def version_check(layout: Layout, marker: str | None, port: int) -> Check:
-    if not unit.systemd_running(layout):
-        why = "no systemd under --root" if not layout.is_host_root else "systemd is not running"
-        return Check("version", None, why)
-    answer = health.get_health(LISTEN_HOST, port)
+def version_check(i: Inspection) -> Check:
+    if i.host.no_systemd:
+        return Check("version", None, i.host.no_systemd)
+    answer = i.health
     if answer is None:
         return Check("version", None, "lemond does not answer; see the healthy check")
     running = answer.get("version")
+    marker = i.release.version
     if not isinstance(running, str) or not running:
         return Check("version", None, "lemond's health answer carries no version")
     if marker is not None and running.lstrip("v") == marker.lstrip("v"):
@@ -126,29 +123,16 @@ def version_check(layout: Layout, marker: str | None, port: int) -> Check:
     return Check(
         "version",
         False,
-        f"lemond {running} runs, but {layout.marker} says {marker}",
+        f"lemond {running} runs, but {i.layout.marker} says {marker}",
         "restart it to run the installed release: `systemctl restart hal0-lemonade`",
     )
 
 
-def operator_check(layout: Layout) -> tuple[Check, status.Expected]:
-    try:
-        want = status.expected(layout)
-    except Hal0Error as exc:
-        fallback = status.Expected(opconfig.DEFAULT_PORT, opconfig.none())
-        return Check("operator", False, exc.message, exc.hint), fallback
-    cfg = want.operator
-    if not cfg.present:
-        return Check("operator", True, f"no {opconfig.PATH}: defaults apply"), want
-    keys = ", ".join(sorted(cfg.values)) or "no keys"
-    return Check("operator", True, f"{cfg.path} valid ({keys})"), want
-
-
-def account_check(layout: Layout) -> Check:
-    accounts = account.probe(layout)
+def account_check(i: Inspection) -> Check:
+    accounts = account.probe(i.layout)
     user = accounts.users.get(SERVICE_USER)
     if user is None:
-        return Check("account", False, f"no {SERVICE_USER} user in {layout.passwd}", INSTALL_HINT)
+        return Check("account", False, f"no {SERVICE_USER} user in {i.layout.passwd}", INSTALL_HINT)
     present = [g for g in account.GPU_GROUPS if g in accounts.groups]
     missing = [g for g in present if g not in accounts.supplementary(SERVICE_USER)]
     if missing:
@@ -195,7 +179,8 @@ def _open_as(runner: CommandRunner, who: Identity, nodes: list[Path]) -> dict[st
     return {p: r if isinstance(r, str) else repr(r) for p, r in answer.items()}
 
 
-def gpu_check(layout: Layout, runner: CommandRunner, dev_dir: Path) -> Check:
+def gpu_check(i: Inspection, dev_dir: Path) -> Check:
+    layout, runner = i.layout, i.host.runner
     nodes = gpu_nodes(dev_dir)
     if not nodes:
         return Check("gpu", None, f"no kfd or dri/renderD* nodes in {dev_dir}: no GPU exposed")
@@ -228,7 +213,8 @@ def gpu_check(layout: Layout, runner: CommandRunner, dev_dir: Path) -> Check:
     )
 
 
-def port_check(layout: Layout, port: int, main_pid: int = 0) -> Check:
+def port_check(i: Inspection) -> Check:
+    layout, port, main_pid = i.layout, i.port, i.host.main_pid
     listeners = netprobe.listeners(port)
     if not listeners:
         return Check("port", True, f"nothing else listens on port {port}")
@@ -253,70 +239,27 @@ def port_check(layout: Layout, port: int, main_pid: int = 0) -> Check:
     )
 
 
-def _main_pid(layout: Layout, runner: CommandRunner) -> int:
-    """The service's MainPID as systemd knows it (0: no systemd here, or not running)."""
-    if not unit.systemd_running(layout):
-        return 0
-    pid = service.show(runner).get("MainPID", "0")
-    return int(pid) if pid.isdigit() else 0
+def command(dev_dir: Path | None) -> Callable[[Context], Report]:
+    """Every check in reading order: status's, with the deeper ones among them."""
 
+    def build(ctx: Context) -> Report:
+        devices = dev_dir if dev_dir is not None else ctx.layout.at("/dev").real
+        checks: tuple[status.CheckFn, ...] = (
+            status.release_check,
+            files_check,
+            status.marker_check,
+            version_check,
+            status.operator_check,
+            status.state_check,
+            status.config_check,
+            status.unit_check,
+            account_check,
+            lambda i: gpu_check(i, devices),
+            status.enabled_check,
+            status.active_check,
+            status.healthy_check,
+            port_check,
+        )
+        return status.run(ctx.host, checks)
 
-def run_checks(
-    layout: Layout, runner: CommandRunner, dev_dir: Path
-) -> tuple[str | None, list[Check], dict[str, list[str]]]:
-    """Every check in reading order, plus the full problem lists behind shortened details."""
-    operator, want = operator_check(layout)
-    version, base = status.collect(layout, runner, want)
-    by = {c.name: c for c in base}
-    files, file_problems = files_check(layout)
-    checks = [
-        by["release"],
-        files,
-        by["marker"],
-        version_check(layout, version, want.port),
-        operator,
-        by["config"],
-        by["unit"],
-        account_check(layout),
-        gpu_check(layout, runner, dev_dir),
-        by["enabled"],
-        by["active"],
-        by["healthy"],
-        port_check(layout, want.port, _main_pid(layout, runner)),
-    ]
-    return version, checks, {"files": file_problems} if file_problems else {}
-
-
-EXAMPLES = """
-\b
-Examples:
-  sudo hal0-lemonade doctor                 # check this host; exit 1 if anything fails
-  sudo hal0-lemonade doctor --json | jq '.checks[] | select(.ok == false)'
-  hal0-lemonade doctor --root /tmp/sandbox  # check a sandbox install
-"""
-
-
-@click.command("doctor", epilog=EXAMPLES)
-@root_option("Check this directory as if it were /.")
-@json_option()
-@click.option(
-    "--dev-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    hidden=True,  # a seam for tests: where the GPU nodes are (default: ROOT/dev)
-)
-def command(root: Path, as_json: bool, dev_dir: Path | None) -> int:
-    """Check everything, deeply; print each check with a hint; exit 1 when any fails."""
-
-    def body() -> int:
-        layout = Layout(root)
-        devices = dev_dir if dev_dir is not None else layout.at("/dev").real
-        version, checks, details = run_checks(layout, SubprocessRunner(), devices)
-        ok = all(c.ok is not False for c in checks)
-        if as_json:
-            report.dump_json(report.checks_json(ok, version, checks, details))
-        else:
-            report.print_checks(checks)
-        return EXIT_OK if ok else EXIT_FAIL
-
-    return guard(as_json, False, body)
+    return build

@@ -221,7 +221,7 @@ class HttpBody:
         self.total: int | None = None
         self._attempts = attempts
         self._timeout = timeout
-        self._max = download_cap(archive.Limits.from_env()) if max_bytes is None else max_bytes
+        self._max = download_cap(archive.Limits()) if max_bytes is None else max_bytes
         self._deadline = _Deadline(deadline)
         # Its thread ends with this object even if nobody closes it (a caller failing between
         # construction and reading); close() ends it sooner.

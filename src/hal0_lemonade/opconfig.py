@@ -131,9 +131,6 @@ class OperatorConfig:
     present: bool = False
     values: dict[str, Any] = field(default_factory=dict)  # dotted key -> validated value
 
-    def get(self, key: str) -> Any:
-        return self.values.get(key)
-
     def extra_args(self) -> str:
         """``llamacpp.extra_args`` normalised to one shell-quoted string ("" when unset)."""
         value = self.values.get("llamacpp.extra_args")
@@ -145,12 +142,13 @@ def none() -> OperatorConfig:
     return OperatorConfig(None)
 
 
-def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
     flat: dict[str, Any] = {}
     for key, value in doc.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -171,7 +169,7 @@ def parse(text: str, where: str = PATH) -> dict[str, Any]:
             f"{where} is not valid TOML: {exc}",
             hint="fix the syntax, or move the file away to use the defaults",
         ) from None
-    values = _flatten(doc)
+    values = flatten(doc)
     for key, value in values.items():
         if key in LOCKED:
             raise _refuse(where, key, "is locked by hal0", LOCKED[key])

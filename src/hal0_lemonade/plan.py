@@ -1,9 +1,10 @@
-"""Steps, actions, and the one applier that changes the host.
+"""Plans, steps, actions, and the one applier that changes the host.
 
-A resource module turns (Settings, observed host) into a :class:`Step`: a named list of
-:class:`Action` objects, each of which says what it would change (with a diff where there is
-one) and carries the recovery hint shown if it fails.  ``--dry-run`` renders the steps and
-stops; :func:`apply` runs them in order.  A converged host yields steps without actions.
+Every command that changes the host (install, rollback, uninstall) returns a :class:`Plan`: a
+list of :class:`Step` objects, each a named list of :class:`Action` objects that say what they
+would change (with a diff where there is one) and carry the recovery hint shown if they fail.
+``--dry-run`` renders the plan and stops; :func:`apply` runs its steps in order.  A converged
+host yields steps without actions.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.oserrors import explain
+
+if TYPE_CHECKING:
+    from hal0_lemonade.runner import CommandRunner
 
 
 class Status(enum.StrEnum):
@@ -75,6 +79,31 @@ def file_diff(old: bytes | None, new: bytes, old_label: str, new_label: str) -> 
     before = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
     after = new.decode().splitlines(keepends=True)
     return "".join(difflib.unified_diff(before, after, old_label, new_label))
+
+
+@dataclass
+class Plan:
+    """What one changing command would do."""
+
+    command: str  # "install", "rollback", "uninstall": how the renderer names it
+    version: str  # the Lemonade version it is about
+    steps: list[Step]
+    # The closing line of a run that went through (say what changed, what was kept).
+    summary: Callable[[Result], str] = lambda result: ""
+    # More keys of the --json object (uninstall: what it kept).
+    extra: Callable[[], dict[str, Any]] = dict
+
+
+def command_action(
+    summary: str, argv: list[str], runner: CommandRunner, *, timeout: float = 120
+) -> Action:
+    """An action that runs one host command (systemctl, useradd...) and shows it as its diff."""
+
+    def run() -> str:
+        runner.run(argv, timeout=timeout)
+        return summary
+
+    return Action(summary, run, diff="$ " + " ".join(argv) + "\n")
 
 
 class Reporter(Protocol):

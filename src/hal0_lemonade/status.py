@@ -1,22 +1,24 @@
-"""`hal0-lemonade status`: what is installed, and whether every invariant holds.
+"""``hal0-lemonade status``: what is installed, and whether every invariant holds.
 
-``doctor`` runs these checks too, and adds the deeper ones (digests, GPU access, the port).
+Each check is a function of one :class:`Inspection` (the host's facts, each read once), so
+``doctor`` runs these same functions, in its own order, beside its deeper ones (digests, GPU
+access, the port).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 from hal0_lemonade import configschema, cpus, health, opconfig, safefs
-from hal0_lemonade.layout import Layout
+from hal0_lemonade.checks import Check, Report
+from hal0_lemonade.driver import Context
+from hal0_lemonade.errors import UsageError
+from hal0_lemonade.hostfacts import LISTEN_HOST, Host
 from hal0_lemonade.resources import account, daemon_config, preflight, release, service, unit
-from hal0_lemonade.runner import CommandRunner
-from hal0_lemonade.settings import LISTEN_HOST, LISTEN_PORT
 
 _ARGS = re.compile(r"--parallel 1 --threads (\d+)(?: (.*))?")
 _THREADS = re.compile(r"(?:^|\s)--threads\s+(\d+)(?:\s|$)")
@@ -24,28 +26,40 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 INSTALL_HINT = "re-run `hal0-lemonade install` to converge"
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool | None  # None: does not apply here (e.g. no systemd under --root)
-    detail: str
-    hint: str = ""  # what to do when ok is False
+class Inspection:
+    """What the checks look at, each read at most once per run."""
 
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.layout = host.layout
 
-@dataclass(frozen=True)
-class Expected:
-    """What the operator asked for, as far as status/doctor can know it (no flags)."""
+    @cached_property
+    def release(self) -> release.ReleaseState:
+        return release.probe(self.layout)
 
-    port: int
-    operator: opconfig.OperatorConfig
+    @cached_property
+    def operator(self) -> tuple[opconfig.OperatorConfig, UsageError | None]:
+        """The operator's file; a malformed one is a failed check, and the defaults apply."""
+        try:
+            return self.host.operator, None
+        except UsageError as exc:
+            return opconfig.none(), exc
 
+    @cached_property
+    def port(self) -> int:
+        if self.operator[1] is not None:
+            return opconfig.DEFAULT_PORT
+        return int(self.host.port.value)
 
-def expected(layout: Layout, env: Mapping[str, str] | None = None) -> Expected:
-    """The port and the operator file, by environment > file > default (raises UsageError)."""
-    operator = opconfig.load(layout)
-    env_values = opconfig.from_env(os.environ if env is None else env)
-    port = opconfig.resolve_port(env_values, operator)
-    return Expected(int(port.value), operator)
+    @cached_property
+    def config(self) -> daemon_config.ConfigState:
+        return daemon_config.probe(self.layout, self.operator[0])
+
+    @cached_property
+    def health(self) -> dict[str, Any] | None:
+        if self.host.service.get("ActiveState") != "active":
+            return None
+        return health.get_health(LISTEN_HOST, self.port)
 
 
 def _dig(config: Mapping[str, Any], dotted: str) -> Any:
@@ -59,7 +73,7 @@ def _dig(config: Mapping[str, Any], dotted: str) -> Any:
 
 def config_problems(
     config: dict[str, object],
-    port: int = LISTEN_PORT,
+    port: int = opconfig.DEFAULT_PORT,
     operator: opconfig.OperatorConfig | None = None,
     schema: int | None = None,
 ) -> list[str]:
@@ -137,116 +151,134 @@ def _stranger_on(port: int, main_pid: int) -> str:
     return f"{named}, not the service (MainPID {main_pid})"
 
 
-def state_check(layout: Layout) -> Check:
+def release_check(i: Inspection) -> Check:
+    rel = i.release
+    detail = f"Lemonade {rel.version} at {i.layout.live}" if not rel.problem else rel.problem
+    return Check("release", rel.exists and not rel.problem, detail, INSTALL_HINT)
+
+
+def marker_check(i: Inspection) -> Check:
+    rel = i.release
+    if rel.version is None:
+        return Check("marker", False, f"no {i.layout.marker}: not installed", INSTALL_HINT)
+    unverified = "" if rel.verified else " (digest NOT verified)"
+    return Check("marker", True, f"{i.layout.marker}: {rel.version}{unverified}")
+
+
+def operator_check(i: Inspection) -> Check:
+    cfg, error = i.operator
+    if error is not None:
+        return Check("operator", False, error.message, error.hint)
+    if not cfg.present:
+        return Check("operator", True, f"no {opconfig.PATH}: defaults apply")
+    keys = ", ".join(sorted(cfg.values)) or "no keys"
+    return Check("operator", True, f"{cfg.path} valid ({keys})")
+
+
+def state_check(i: Inspection) -> Check:
     """The hal0 tree holds only what belongs there: real directories, a sound config.json.
 
     Anything else (a symlink, FIFO, hard link, huge file...) is never followed or read, and is
     a failure here: the daemon's account may have planted it.
     """
     problems = safefs.inspect(
-        layout,
+        i.layout,
         account.STATE_DIRS,
         [(daemon_config.STATE_PARTS[0], daemon_config.NAME)],
-        account.owner(layout),
+        account.owner(i.layout),
         cap=daemon_config.MAX_CONFIG_BYTES,
     )
     if problems:
         return Check("state", False, "; ".join(problems), f"{INSTALL_HINT}: {safefs.REPAIR}")
-    return Check("state", True, f"{layout.home} holds only sound directories and files")
+    return Check("state", True, f"{i.layout.home} holds only sound directories and files")
 
 
-def collect(
-    layout: Layout, runner: CommandRunner, want: Expected | None = None
-) -> tuple[str | None, list[Check]]:
-    want = want if want is not None else expected(layout)
-    port = want.port
-    checks: list[Check] = []
-    rel = release.probe(layout)
-    checks.append(
-        Check(
-            "release",
-            rel.exists and not rel.problem,
-            f"Lemonade {rel.version} at {layout.live}" if not rel.problem else rel.problem,
-            INSTALL_HINT,
-        )
-    )
-    checks.append(
-        Check(
-            "marker",
-            rel.version is not None,
-            f"{layout.marker}: {rel.version}"
-            + ("" if rel.verified or rel.version is None else " (digest NOT verified)"),
-            INSTALL_HINT,
-        )
-    )
-    checks.append(state_check(layout))
-    cfg = daemon_config.probe(layout, want.operator)
+def config_check(i: Inspection) -> Check:
+    cfg = i.config
     if cfg.parsed is None:
-        checks.append(
-            Check("config", False, f"{layout.config}: {cfg.problem or 'missing'}", INSTALL_HINT)
+        return Check(
+            "config", False, f"{i.layout.config}: {cfg.problem or 'missing'}", INSTALL_HINT
         )
-    else:
-        live = layout.live.real
-        schema = preflight.tree_schema(live) if live.is_dir() else None
-        problems = config_problems(cfg.parsed, port, want.operator, schema)
-        args = cfg.parsed.get("llamacpp", {}).get("args", "")
-        checks.append(
-            Check(
-                "config",
-                not problems,
-                "; ".join(problems) or f"llamacpp.args {args!r}",
-                INSTALL_HINT,
-            )
-        )
-
-    budget = cpus.detect()
-    desired = unit.render(host=LISTEN_HOST, port=port, cpus=budget.cpus or 2)
-    unit_hint = f"{INSTALL_HINT}; put local changes in a drop-in, not in the unit"
-    try:
-        current = layout.unit.real.read_bytes()
-        checks.append(
-            Check(
-                "unit",
-                current == desired,
-                f"{layout.unit} "
-                + ("as generated" if current == desired else "differs from the generated unit"),
-                unit_hint,
-            )
-        )
-    except FileNotFoundError:
-        checks.append(Check("unit", False, f"{layout.unit} is missing", unit_hint))
-
-    state = service.probe(layout, runner, LISTEN_HOST, port)
-    checks.append(
-        Check(
-            "enabled",
-            state.enabled,
-            "enabled" if state.enabled else "not enabled",
-            "`systemctl enable hal0-lemonade`, or re-run the install without --no-start",
-        )
+    live = i.layout.live.real
+    schema = preflight.tree_schema(live) if live.is_dir() else None
+    problems = config_problems(cfg.parsed, i.port, i.operator[0], schema)
+    args = cfg.parsed.get("llamacpp", {}).get("args", "")
+    return Check(
+        "config", not problems, "; ".join(problems) or f"llamacpp.args {args!r}", INSTALL_HINT
     )
-    if not state.systemd:
-        why = "no systemd under --root" if not layout.is_host_root else "systemd is not running"
-        checks.append(Check("active", None, why))
-        checks.append(Check("healthy", None, why))
+
+
+def unit_check(i: Inspection) -> Check:
+    desired = unit.render(host=LISTEN_HOST, port=i.port, cpus=cpus.detect().cpus or 2)
+    hint = f"{INSTALL_HINT}; put local changes in a drop-in, not in the unit"
+    try:
+        current = i.layout.unit.real.read_bytes()
+    except FileNotFoundError:
+        return Check("unit", False, f"{i.layout.unit} is missing", hint)
+    same = current == desired
+    verdict = "as generated" if same else "differs from the generated unit"
+    return Check("unit", same, f"{i.layout.unit} {verdict}", hint)
+
+
+def enabled_check(i: Inspection) -> Check:
+    props = i.host.service
+    enabled = (
+        props.get("UnitFileState") == "enabled"
+        if i.host.systemd
+        else i.layout.wants_link.real.is_symlink()
+    )
+    return Check(
+        "enabled",
+        enabled,
+        "enabled" if enabled else "not enabled",
+        "`systemctl enable hal0-lemonade`, or re-run the install without --no-start",
+    )
+
+
+def active_check(i: Inspection) -> Check:
+    if i.host.no_systemd:
+        return Check("active", None, i.host.no_systemd)
+    state = i.host.service.get("ActiveState", "unknown")
+    detail = f"{state} (MainPID {i.host.main_pid})"
+    return Check("active", state == "active", detail, service.JOURNAL_HINT)
+
+
+def healthy_check(i: Inspection) -> Check:
+    if i.host.no_systemd:
+        return Check("healthy", None, i.host.no_systemd)
+    answer = i.health
+    stranger = _stranger_on(i.port, i.host.main_pid) if answer else ""
+    if stranger:
+        detail = f"{health.HEALTH_PATH} on port {i.port} is answered by {stranger}"
+    elif answer is not None:
+        # lemond's WebSocket listener (the first free port from 9000, on its host) is the
+        # other port it holds: worth seeing when something else wanted 9000.
+        ws = answer.get("websocket_port")
+        ws_text = f", WebSocket on port {ws}" if isinstance(ws, int) else ""
+        detail = f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')}{ws_text})"
     else:
-        active = state.props.get("ActiveState", "unknown")
-        pid = state.props.get("MainPID", "0")
-        checks.append(
-            Check("active", active == "active", f"{active} (MainPID {pid})", service.JOURNAL_HINT)
-        )
-        answer = health.get_health(LISTEN_HOST, port) if active == "active" else None
-        stranger = _stranger_on(port, int(pid) if pid.isdigit() else 0) if answer else ""
-        if stranger:
-            detail = f"{health.HEALTH_PATH} on port {port} is answered by {stranger}"
-        elif answer is not None:
-            # lemond's WebSocket listener (the first free port from 9000, on its host) is the
-            # other port it holds: worth seeing when something else wanted 9000.
-            ws = answer.get("websocket_port")
-            ws_text = f", WebSocket on port {ws}" if isinstance(ws, int) else ""
-            detail = f"{health.HEALTH_PATH} answers (lemond {answer.get('version', '?')}{ws_text})"
-        else:
-            detail = f"{health.HEALTH_PATH} on {LISTEN_HOST}:{port} does not answer"
-        healthy = answer is not None and not stranger
-        checks.append(Check("healthy", healthy, detail, service.JOURNAL_HINT))
-    return rel.version, checks
+        detail = f"{health.HEALTH_PATH} on {LISTEN_HOST}:{i.port} does not answer"
+    return Check("healthy", answer is not None and not stranger, detail, service.JOURNAL_HINT)
+
+
+CheckFn = Callable[[Inspection], Check]
+CHECKS: tuple[CheckFn, ...] = (
+    release_check,
+    marker_check,
+    operator_check,
+    state_check,
+    config_check,
+    unit_check,
+    enabled_check,
+    active_check,
+    healthy_check,
+)
+
+
+def run(host: Host, checks: tuple[CheckFn, ...]) -> Report:
+    inspection = Inspection(host)
+    return Report(inspection.release.version, [check(inspection) for check in checks])
+
+
+def command(ctx: Context) -> Report:
+    return run(ctx.host, CHECKS)

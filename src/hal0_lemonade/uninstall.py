@@ -1,4 +1,4 @@
-"""`hal0-lemonade uninstall`: install's steps in reverse, as a plan of the same kind.
+"""``hal0-lemonade uninstall``: install's steps in reverse, as a plan of the same kind.
 
 stop -> disable -> remove the unit and its drop-ins (daemon-reload) -> remove the release
 trees and the download cache.  The daemon's state and models (``/var/lib/hal0``) and the
@@ -9,38 +9,16 @@ second run changes nothing.
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 from typing import Any
 
-import click
-
-from hal0_lemonade import engine, fsops, opconfig, plan, report
-from hal0_lemonade.clikit import (
-    EXIT_FAIL,
-    EXIT_OK,
-    guard,
-    json_option,
-    root_option,
-    step_numbering_options,
-)
-from hal0_lemonade.errors import Hal0Error
+from hal0_lemonade import fsops, opconfig, plan
+from hal0_lemonade.driver import Command, Context, Planner
+from hal0_lemonade.hostfacts import Host
 from hal0_lemonade.layout import SERVICE_GROUP, SERVICE_NAME, SERVICE_USER, HostPath, Layout
-from hal0_lemonade.plan import Action, Step
+from hal0_lemonade.plan import Action, Step, command_action
 from hal0_lemonade.resources import account, release, service
-from hal0_lemonade.resources.unit import systemd_running
-from hal0_lemonade.runner import CommandRunner, SubprocessRunner
-
-_ACTIVE = {"active", "activating", "reloading", "deactivating"}
-
-
-def _command(summary: str, argv: list[str], runner: CommandRunner) -> Action:
-    def run() -> str:
-        runner.run(argv, timeout=120)
-        return summary
-
-    return Action(summary, run, diff="$ " + " ".join(argv) + "\n")
+from hal0_lemonade.runner import CommandRunner
 
 
 def _remove(path: HostPath, what: str = "") -> Action:
@@ -55,48 +33,44 @@ def _exists(path: HostPath) -> bool:
     return path.real.is_symlink() or path.real.exists()
 
 
-def stop_step(layout: Layout, runner: CommandRunner, props: dict[str, str]) -> Step:
+def stop_step(host: Host) -> Step:
     step = Step("Service stop", hint=service.JOURNAL_HINT)
-    if not layout.is_host_root:
-        step.skip_reason = f"no systemd runs under --root {layout.root}: nothing to stop"
-    elif not props:
-        step.ok_detail = "systemd is not running: nothing to stop"
-    elif props.get("ActiveState") in _ACTIVE or props.get("SubState") == "auto-restart":
+    if host.no_systemd:
+        step.skip_reason = f"{host.no_systemd}: nothing to stop"
+    elif host.running:
         argv = ["systemctl", "stop", SERVICE_NAME]
-        step.actions.append(_command(f"stop {SERVICE_NAME}", argv, runner))
+        step.actions.append(command_action(f"stop {SERVICE_NAME}", argv, host.runner))
     else:
         step.ok_detail = f"{SERVICE_NAME} is not running"
     return step
 
 
-def disable_step(layout: Layout, runner: CommandRunner, props: dict[str, str]) -> Step:
+def disable_step(host: Host) -> Step:
+    layout, runner, props = host.layout, host.runner, host.service
     step = Step("Service disable", hint=f"remove {layout.wants_link} by hand")
     linked = layout.wants_link.real.is_symlink()
     if props:
         if props.get("UnitFileState", "") in {"enabled", "enabled-runtime", "linked"} or linked:
             argv = ["systemctl", "disable", SERVICE_NAME]
-            step.actions.append(_command(f"disable {SERVICE_NAME}", argv, runner))
+            step.actions.append(command_action(f"disable {SERVICE_NAME}", argv, runner))
     elif linked and layout.unit.real.is_file():
         argv = ["systemctl", f"--root={layout.root}", "disable", SERVICE_NAME]
-        step.actions.append(_command(f"disable {SERVICE_NAME} (wants link)", argv, runner))
+        step.actions.append(command_action(f"disable {SERVICE_NAME} (wants link)", argv, runner))
     elif linked:  # the unit is gone already: systemctl cannot disable it, the link dangles
         step.actions.append(_remove(layout.wants_link, "dangling wants link"))
     step.ok_detail = f"{SERVICE_NAME} is not enabled"
     return step
 
 
-def unit_step(layout: Layout, runner: CommandRunner) -> Step:
+def unit_step(host: Host) -> Step:
+    layout = host.layout
     step = Step("systemd unit", hint=f"remove {layout.unit} and {layout.dropin_dir} by hand")
     for path, what in ((layout.unit, ""), (layout.dropin_dir, "drop-ins")):
         if _exists(path):
             step.actions.append(_remove(path, what))
-    if step.actions and systemd_running(layout):
-
-        def reload() -> str:
-            runner.run(["systemctl", "daemon-reload"])
-            return "systemctl daemon-reload"
-
-        step.actions.append(Action("systemctl daemon-reload", reload))
+    if step.actions and host.systemd:
+        argv = ["systemctl", "daemon-reload"]
+        step.actions.append(command_action("systemctl daemon-reload", argv, host.runner))
     step.ok_detail = f"no {layout.unit}"
     return step
 
@@ -142,7 +116,7 @@ def account_step(layout: Layout, runner: CommandRunner, *, purge: bool) -> Step:
     accounts = account.probe(layout)
     if SERVICE_USER in accounts.users:
         argv = ["userdel", *prefix, SERVICE_USER]
-        step.actions.append(_command(f"delete user {SERVICE_USER}", argv, runner))
+        step.actions.append(command_action(f"delete user {SERVICE_USER}", argv, runner))
     if SERVICE_GROUP in accounts.groups:
         argv = ["groupdel", *prefix, SERVICE_GROUP]
 
@@ -160,18 +134,6 @@ def account_step(layout: Layout, runner: CommandRunner, *, purge: bool) -> Step:
     return step
 
 
-def build_steps(layout: Layout, runner: CommandRunner, *, purge: bool) -> list[Step]:
-    props = service.show(runner) if systemd_running(layout) else {}
-    return [
-        stop_step(layout, runner, props),
-        disable_step(layout, runner, props),
-        unit_step(layout, runner),
-        release_step(layout),
-        state_step(layout, purge=purge),
-        account_step(layout, runner, purge=purge),
-    ]
-
-
 def kept(layout: Layout, *, purge: bool) -> list[str]:
     """What the uninstall leaves behind on purpose, for the closing line."""
     keep = [] if purge else [f"{layout.home} (config, models, caches)", f"user {SERVICE_USER}"]
@@ -181,69 +143,35 @@ def kept(layout: Layout, *, purge: bool) -> list[str]:
     return keep
 
 
-EXAMPLES = """
-\b
-Examples:
-  sudo hal0-lemonade uninstall --dry-run    # show what would be removed
-  sudo hal0-lemonade uninstall              # remove service, unit and release; keep state
-  sudo hal0-lemonade uninstall --purge      # also remove /var/lib/hal0 and the hal0 account
-"""
+def command(*, purge: bool) -> Command:
+    def prepare(ctx: Context) -> Planner:
+        return lambda: build(ctx)
 
+    def build(ctx: Context) -> plan.Plan:
+        host, layout = ctx.host, ctx.layout
+        version = release.probe(layout).version or ""
+        steps = [
+            stop_step(host),
+            disable_step(host),
+            unit_step(host),
+            release_step(layout),
+            state_step(layout, purge=purge),
+            account_step(layout, host.runner, purge=purge),
+        ]
 
-@click.command("uninstall", epilog=EXAMPLES)
-@root_option()
-@click.option("--purge", is_flag=True, help="Also remove /var/lib/hal0 and the hal0 account.")
-@click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
-@json_option()
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@step_numbering_options()
-def command(**opts: Any) -> int:
-    """Stop and remove the hal0-lemonade service and the Lemonade release."""
-    return guard(opts["as_json"], opts["debug"], lambda: _uninstall(**opts))
+        def summary(result: plan.Result) -> str:
+            changed = sum(s.status == plan.Status.CHANGED for s in result.steps)
+            what = f"Lemonade {version}" if version else "hal0-lemonade"
+            verdict = "removed" if changed else "nothing to remove"
+            left = kept(layout, purge=purge)
+            lines = [f"{what}: {verdict} ({changed} step(s) changed)"]
+            if left:
+                lines.append(f"kept: {'; '.join(left)}")
+            return "\n".join(lines)
 
+        def extra() -> dict[str, Any]:
+            return {"kept": kept(layout, purge=purge)}
 
-def _uninstall(
-    *,
-    root: Path,
-    purge: bool,
-    dry_run: bool,
-    as_json: bool,
-    debug: bool,
-    step_offset: int,
-    step_total: int | None,
-) -> int:
-    del debug  # handled by guard
-    layout = Layout(root)
-    if not dry_run and layout.is_host_root and os.geteuid() != 0:
-        raise Hal0Error(
-            "uninstalling from / needs root privileges",
-            hint="run it with sudo, or use --dry-run to see the plan",
-        )
-    runner = SubprocessRunner()
-    version = release.probe(layout).version or ""
-    human = report.HumanReporter(numbering=report.Numbering(step_offset, step_total))
-    if dry_run:
-        steps = build_steps(layout, runner, purge=purge)
-        if as_json:
-            report.dump_json(report.result_json(report.plan_result(steps, version), steps))
-        else:
-            human.plan(steps, command="uninstall")
-        return EXIT_OK
-    reporter: plan.Reporter = report.QuietReporter() if as_json else human
-    with engine.install_lock(layout):
-        steps = build_steps(layout, runner, purge=purge)
-        result = plan.apply(steps, version, reporter)
-    left = kept(layout, purge=purge)
-    if as_json:
-        report.dump_json({**report.result_json(result), "kept": left})
-    elif result.error is not None:
-        human.error(result.error)
-    else:
-        changed = sum(s.status == plan.Status.CHANGED for s in result.steps)
-        what = f"Lemonade {version}" if version else "hal0-lemonade"
-        human.out.write(
-            f"{what}: {'removed' if changed else 'nothing to remove'} ({changed} step(s) changed)\n"
-        )
-        if left:
-            human.out.write(f"kept: {'; '.join(left)}\n")
-    return EXIT_OK if result.ok else EXIT_FAIL
+        return plan.Plan("uninstall", version, steps, summary, extra)
+
+    return prepare

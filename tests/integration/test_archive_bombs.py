@@ -308,6 +308,7 @@ _ENDLESS = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from hal0_lemonade import archive
+    from hal0_lemonade.environment import Environment
     from hal0_lemonade.errors import ArchiveError
 
     head, unit = Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]).read_bytes()
@@ -325,7 +326,7 @@ _ENDLESS = textwrap.dedent(
 
     source = Endless()
     try:
-        archive.extract(source, dest)
+        archive.extract(source, dest, Environment.read().limits)  # the caps the CLI uses
         error = None
     except ArchiveError as exc:
         error = exc.message

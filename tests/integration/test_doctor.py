@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mknod and setpriv nee
 
 RENDER_GID = 4242
 CHECKS = [
-    "release", "files", "marker", "version", "operator", "config", "unit",
+    "release", "files", "marker", "version", "operator", "state", "config", "unit",
     "account", "gpu", "enabled", "active", "healthy", "port",
 ]  # fmt: skip
 
@@ -86,12 +86,14 @@ def test_a_fresh_sandbox_install_passes(
         (open_root / "etc/passwd").read_text().split("hal0:x:")[1].split(":")[0]
     )
     for name in ("version", "active", "healthy"):
-        assert checks[name]["ok"] is None and "no systemd under --root" in checks[name]["detail"]
+        assert (
+            checks[name]["ok"] is None and "no systemd runs under --root" in checks[name]["detail"]
+        )
     assert checks["gpu"]["ok"] is None and "no GPU exposed" in checks["gpu"]["detail"]
 
     human = cli("doctor", "--root", open_root)
     assert human.code == 0
-    assert human.out.splitlines()[-1] == "all 9 applicable checks pass (4 n/a)"
+    assert human.out.splitlines()[-1] == "all 10 applicable checks pass (4 n/a)"
 
 
 def test_nothing_installed_fails_with_hints(cli: CLI, open_root: Path) -> None:

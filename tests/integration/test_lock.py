@@ -48,7 +48,7 @@ def test_a_second_install_waits_then_refuses_and_changes_nothing(
         waited = time.monotonic() - started
     assert run.code == 1
     assert run.json["error"].startswith(
-        "another hal0-lemonade install holds /run/hal0-lemonade.lock (waited 0.5 s)"
+        "another hal0-lemonade run holds /run/hal0-lemonade.lock (waited 0.5 s)"
     )
     assert "hint:" in run.json["error"]
     assert 0.5 <= waited < 3
@@ -94,7 +94,7 @@ def test_two_real_installs_never_interleave(
     finally:
         out, err = first.communicate(timeout=30)
     assert second.code == 1
-    assert "another hal0-lemonade install holds" in second.json["error"]
+    assert "another hal0-lemonade run holds" in second.json["error"]
     assert first.returncode == 0, err
     assert '"ok": true' in out
     assert (root / "opt/lemonade/.installed-version").read_text().startswith("10.6.0")
@@ -114,4 +114,4 @@ def test_rollback_takes_the_same_lock(cli: CLI, installed: tuple[Path, Served]) 
     with holding_lock(root):
         run = cli("rollback", "--root", root, "--json", env={"HAL0_LEMONADE_LOCK_WAIT": "0.2"})
     assert run.code == 1
-    assert "another hal0-lemonade install holds" in run.json["error"]
+    assert "another hal0-lemonade run holds" in run.json["error"]

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from hal0_lemonade import engine, settings
+from hal0_lemonade import install, settings
+from hal0_lemonade.environment import Environment
 from hal0_lemonade.errors import ServiceError
+from hal0_lemonade.hostfacts import Host
 from hal0_lemonade.layout import SERVICE_NAME, Layout
 from hal0_lemonade.resources import release, service
-from hal0_lemonade.runner import CommandResult, Identity
+from hal0_lemonade.runner import CommandResult, Identity, SubprocessRunner
 from tests.integration.conftest import CLI, Served, install_args, snapshot
 from tests.support.httpserver import HTTPTestServer, Status, free_port
 
@@ -278,14 +280,12 @@ def test_the_automatic_rollback_restores_the_config_the_old_release_ran_with(
     broken = served("11.7.0", fail_at_start=True)
     assert cli(*install_args(root, broken)).code == 0
     assert json.loads(config.read_text())["config_version"] == 2
-    wanted = settings.build(
-        root=root, version=None, artifact=None, sha256=None, threads=None, dry_run=False,
-        start=True,
-    )  # fmt: skip
+    host = Host(Layout(root), SubprocessRunner(), Environment.read({}))
+    wanted = settings.build(host, settings.Request())
     systemd = ProcessSystemd(root)
     try:
         with pytest.raises(ServiceError) as failed:
-            _ready(systemd, port, lambda: engine.roll_back(wanted))
+            _ready(systemd, port, lambda: install.roll_back(wanted))
     finally:
         systemd.stop()
     assert (

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from hal0_lemonade import archive, configschema, failpoints, fetch, fsops
 from hal0_lemonade.errors import ArchiveError, Hal0Error, IntegrityError
@@ -55,17 +55,35 @@ def parse_marker(text: str) -> tuple[str | None, dict[str, str]]:
     return lines[0].strip(), fields
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """What a release tree held when it was installed (``.hal0-manifest.json``)."""
+
+    files: dict[str, dict[str, Any]]  # name -> {"size", "sha256", "mode"}
+    links: dict[str, str]  # name -> target
+
+
+def read_manifest(tree: Path) -> Manifest | None:
+    """The tree's install manifest; None when it is missing or unreadable."""
+    try:
+        doc = json.loads((tree / MANIFEST).read_text())
+        files, links = doc["files"], doc.get("links", {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, dict) or not isinstance(links, dict):
+        return None
+    return Manifest(files, links)
+
+
 def _intact(tree: Path) -> str:
     """Cheap integrity check (stat only): required files and the recorded sizes."""
     for required in archive.REQUIRED_FILES:
         if not (tree / required).is_file():
             return f"{required} is missing"
-    try:
-        manifest = json.loads((tree / MANIFEST).read_text())
-        files: dict[str, dict[str, int]] = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    manifest = read_manifest(tree)
+    if manifest is None:
         return "the install manifest is missing or unreadable"
-    for rel, rec in files.items():
+    for rel, rec in manifest.files.items():
         try:
             st = (tree / rel).lstat()
         except OSError:
@@ -304,7 +322,10 @@ class Installer:
         if not pin.verified:
             # Nothing to key a cache entry by: stream straight through.
             body = download.HttpBody(
-                pin.artifact, timeout=self.http_timeout, deadline=self.http_deadline
+                pin.artifact,
+                timeout=self.http_timeout,
+                deadline=self.http_deadline,
+                max_bytes=download.download_cap(self.limits or archive.Limits()),
             )
             return self._extract(body, pin, staging), None
         cache = self.layout.download_cache.real
@@ -319,6 +340,7 @@ class Installer:
             pin.artifact,
             timeout=self.http_timeout,
             deadline=self.http_deadline,
+            max_bytes=download.download_cap(self.limits or archive.Limits()),
             offset=kept,
             validator=saved.get("validator") or None,
         )
