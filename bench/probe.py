@@ -1,8 +1,8 @@
 """Child process: one install with the phases timed (or profiled), result as JSON on stdout.
 
 ``python -m bench.probe ROOT URL SHA256 VERSION [--profile OUT.pstats]``.  Runs the real
-``release.Installer`` (the code ``hal0-lemonade install`` uses for the release step) with
-thin timing wrappers around its phases; nothing in src/ is changed.  ``--noop ROOT ARGS...``
+``installer.Installer`` (the code ``hal0-lemonade install`` uses for the release step) and
+reports the phases it times itself (``Installer.timings``).  ``--noop ROOT ARGS...``
 instead profiles a whole CLI run (``cli.main``) on a converged root; ``--whatif VARIANT ROOT
 URL SHA256 VERSION`` times the same release step with one piece switched off from outside
 src/ (see ``whatif``), to show what that piece costs or buys.
@@ -21,53 +21,22 @@ import sys  # noqa: E402
 import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
-from typing import Any, BinaryIO  # noqa: E402
+from typing import Any  # noqa: E402
 
-from hal0_lemonade import archive, cli, fetch, fsops, releases  # noqa: E402
+from hal0_lemonade import archive, cli, fsops, releases  # noqa: E402
 from hal0_lemonade.layout import Layout  # noqa: E402
-from hal0_lemonade.releases import Pin  # noqa: E402
-from hal0_lemonade.resources import release  # noqa: E402
+from hal0_lemonade.resources import installer  # noqa: E402
 
 T_IMPORTED = time.monotonic()
 TIMES: dict[str, float] = {}
 
 
-class TimedInstaller(release.Installer):
-    def _extract(
-        self,
-        body: fetch.Body,
-        pin: Pin,
-        staging: Path,
-        *,
-        prefix: BinaryIO | None = None,
-        tee: BinaryIO | None = None,
-    ) -> archive.Extracted:
-        started = time.monotonic()
-        try:
-            return super()._extract(body, pin, staging, prefix=prefix, tee=tee)
-        finally:
-            TIMES["fetch+verify+extract"] = time.monotonic() - started
-
-    def _write_records(self, tree: Path, pin: Pin, extracted: archive.Extracted) -> None:
-        started = time.monotonic()
-        super()._write_records(tree, pin, extracted)
-        TIMES["manifest+marker"] = time.monotonic() - started
-
-
-_real_syncfs = fsops.syncfs
-
-
-def _timed_syncfs(path: Path) -> None:
-    started = time.monotonic()
-    _real_syncfs(path)
-    TIMES["syncfs"] = time.monotonic() - started
-
-
 def install(root: Path, url: str, sha: str, version: str) -> dict[str, Any]:
-    fsops.syncfs = _timed_syncfs
     pin = releases.resolve(version, url, sha, skip_sha=False)
     started = time.monotonic()
-    TimedInstaller(Layout(root)).install(pin)
+    timed = installer.Installer(Layout(root))
+    timed.install(pin)
+    TIMES.update(timed.timings)  # the phases the Installer times itself
     TIMES["release step total"] = time.monotonic() - started
     return {"imports": T_IMPORTED - T_START, **TIMES}
 
@@ -96,18 +65,18 @@ def whatif(variant: str, root: Path, url: str, sha: str, version: str) -> dict[s
     if variant == "stdlib zlib":
         archive._zlib = zlib  # type: ignore[attr-defined]
     elif variant == "no early sync":
-        release._EarlySync.INTERVAL = 0
+        installer._EarlySync.INTERVAL = 0
     elif variant == "no per-file hash":
         archive.hashlib = SimpleNamespace(sha256=_NullHash)  # type: ignore[attr-defined,assignment]
     elif variant == "no sync at all":
-        release._EarlySync.INTERVAL = 0
+        installer._EarlySync.INTERVAL = 0
         fsops.syncfs = _no_sync  # type: ignore[assignment]
         os.fsync = _no_sync  # type: ignore[assignment]
     elif variant != "as is":
         raise SystemExit(f"unknown what-if variant {variant!r}")
     pin = releases.resolve(version, url, sha, skip_sha=False)
     started = time.monotonic()
-    release.Installer(Layout(root)).install(pin)
+    installer.Installer(Layout(root)).install(pin)
     return {"step": time.monotonic() - started}
 
 

@@ -11,7 +11,15 @@ from collections.abc import Callable
 
 from hal0_lemonade import failpoints, fetch, plan, settings
 from hal0_lemonade.driver import Command, Context, Planner
-from hal0_lemonade.resources import account, daemon_config, release, service, unit
+from hal0_lemonade.resources import (
+    account,
+    daemon_config,
+    installer,
+    release,
+    release_links,
+    service,
+    unit,
+)
 from hal0_lemonade.runner import CommandRunner
 from hal0_lemonade.settings import Request, Settings
 
@@ -49,7 +57,7 @@ def build_steps(
 ) -> list[plan.Step]:
     layout = wanted.layout
     env = wanted.env
-    installer = release.Installer(
+    fetcher = installer.Installer(
         layout,
         runner=runner,
         http_timeout=env.http_timeout,
@@ -60,16 +68,16 @@ def build_steps(
     was = release.probe(layout)
     # Shared by the release step (which learns the real schema and any switch of releases)
     # and the config step (which writes for it).
-    installer.target = release.target_for(layout, wanted.pin, was, installer)
+    fetcher.target = release.target_for(layout, wanted.pin, was, fetcher)
     steps = [
         pin_step(wanted),
-        release.plan(layout, wanted.pin, was, installer, reinstall=wanted.reinstall),
+        release.plan(layout, wanted.pin, was, fetcher, reinstall=wanted.reinstall),
         account.plan(layout, account.probe(layout), runner),
         daemon_config.plan(
             layout,
             wanted.intent,
             daemon_config.probe(layout, wanted.operator),
-            installer.target,
+            fetcher.target,
         ),
         unit.plan(
             layout, unit.render(host=wanted.host, port=wanted.port, cpus=wanted.cpus), runner
@@ -100,8 +108,8 @@ def build_steps(
 def roll_back(wanted: Settings) -> str:
     """Put the previous release back live with the config it ran with (see config_history)."""
     layout = wanted.layout
-    planned = release.rollback_plan(layout)
-    swapped = release.roll_back(layout, planned)
+    planned = release_links.rollback_plan(layout)
+    swapped = release_links.roll_back(layout, planned)
     target = daemon_config.for_release(layout, planned.previous, switching=True)
     state = daemon_config.probe(layout, wanted.operator)
     intent = wanted.intent.as_ran_with(target.kept)

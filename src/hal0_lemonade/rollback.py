@@ -10,7 +10,7 @@ from hal0_lemonade import plan, settings
 from hal0_lemonade.driver import Context, Planner
 from hal0_lemonade.hostfacts import LISTEN_HOST
 from hal0_lemonade.layout import SERVICE_NAME
-from hal0_lemonade.resources import daemon_config, release, service
+from hal0_lemonade.resources import daemon_config, release_links, service
 from hal0_lemonade.settings import HEALTH_TIMEOUT_S, START_TIMEOUT_S
 
 STEP_RELEASE = "Release rollback"
@@ -24,7 +24,7 @@ def command(ctx: Context) -> Planner:
 def build(ctx: Context) -> plan.Plan:
     """Three steps: swap the links, bring back the config, restart the service."""
     layout, host = ctx.layout, ctx.host
-    planned = release.rollback_plan(layout)
+    planned = release_links.rollback_plan(layout)
     intent, _ = settings.intent_for(host)
     swap = plan.Step(
         STEP_RELEASE,
@@ -35,7 +35,7 @@ def build(ctx: Context) -> plan.Plan:
             f"point {layout.live} at {layout.releases}/{planned.previous} "
             f"({planned.previous_version}); keep {planned.current} "
             f"({planned.current_version}) as previous, with the config it ran with",
-            lambda: release.roll_back(layout, planned),
+            lambda: release_links.roll_back(layout, planned),
             diff=f"-version {planned.current_version}\n+version {planned.previous_version}\n",
         )
     )

@@ -14,7 +14,7 @@ from hal0_lemonade.environment import Environment
 from hal0_lemonade.errors import ServiceError
 from hal0_lemonade.hostfacts import Host
 from hal0_lemonade.layout import SERVICE_NAME, Layout
-from hal0_lemonade.resources import release, service
+from hal0_lemonade.resources import release_links, service
 from hal0_lemonade.runner import CommandResult, Identity, SubprocessRunner
 from tests.integration.conftest import CLI, Served, install_args, snapshot
 from tests.support.httpserver import HTTPTestServer, Status, free_port
@@ -223,7 +223,7 @@ def test_an_unhealthy_upgrade_rolls_back_restarts_and_says_so(
     root, port, systemd = bad_upgrade
     layout = Layout(root)
     with pytest.raises(ServiceError) as failed:
-        _ready(systemd, port, lambda: release.roll_back(layout))
+        _ready(systemd, port, lambda: release_links.roll_back(layout))
     message = failed.value.message
     assert "is failed (failed), last exit status 1" in message
     assert "automatically rolled back from 10.6.1 to 10.6.0" in message
@@ -258,7 +258,7 @@ def test_when_the_previous_release_fails_too_the_error_says_both(
     previous.write_text(text.replace("FAIL_AT_START = False ", "FAIL_AT_START = True  "))
     assert previous.stat().st_size == len(text.encode())
     with pytest.raises(ServiceError) as failed:
-        _ready(systemd, port, lambda: release.roll_back(layout))
+        _ready(systemd, port, lambda: release_links.roll_back(layout))
     assert "automatically rolled back from 10.6.1 to 10.6.0, but that did not come up" in (
         failed.value.message
     )

@@ -1,4 +1,4 @@
-"""When the early flushes run while a release arrives (release._EarlySync).
+"""When the early flushes run while a release arrives (installer._EarlySync).
 
 The flushes here are a stand-in for libc's ``syncfs``: a real disk cannot be made to take a
 chosen time per flush, and the schedule is all these tests are about.  The real ``syncfs``
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hal0_lemonade import fsops
-from hal0_lemonade.resources import release
+from hal0_lemonade.resources import installer
 
 INTERVAL = 0.2  # larger than the real 50 ms, so a loaded CI machine's scheduling noise fits
 
@@ -38,9 +38,9 @@ class _Flushes:
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flushes: _Flushes) -> list[float]:
-    monkeypatch.setattr(release._EarlySync, "INTERVAL", INTERVAL)
+    monkeypatch.setattr(installer._EarlySync, "INTERVAL", INTERVAL)
     monkeypatch.setattr(fsops, "libc_function", lambda name: flushes if name == "syncfs" else None)
-    with release._EarlySync(tmp_path):
+    with installer._EarlySync(tmp_path):
         assert flushes.enough.wait(10)
     return flushes.starts
 
