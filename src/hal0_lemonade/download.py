@@ -27,25 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import math
-import socket
-import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
-from typing import IO, Any, cast
-from urllib.parse import urlsplit
+from typing import cast
 
-from hal0_lemonade import archive, failpoints
+from hal0_lemonade import archive, failpoints, http_open
 from hal0_lemonade.errors import ArchiveError, FetchError
 
 # The most one recv may bring.  A chunk is hashed, teed to the partial download and handed on
 # before the next recv, so a reset loses at most the bytes in flight.
 NET_CHUNK = 256 * 1024
 DEADLINE = 1800.0  # seconds for a whole download (HAL0_LEMONADE_HTTP_DEADLINE's default)
-_CUT_EVERY = 0.05  # seconds between cuts once the deadline has passed
 
 
 def download_cap(limits: archive.Limits) -> int:
@@ -53,147 +47,6 @@ def download_cap(limits: archive.Limits) -> int:
     and padding of each entry (well under 4 KiB), deflate's worst-case growth (well under
     0.1%) and the gzip framing.  A longer download is not a release."""
     return limits.max_total_bytes * 1001 // 1000 + limits.max_entries * 4096 + (1 << 20)
-
-
-class _Deadline:
-    """A download's overall time limit, enforced on whatever connection it is using.
-
-    Socket timeouts bound each wait, not their sum: a server that sends a byte every
-    (timeout - 1) s, in the head, the body or an error body, never trips them, and urllib and
-    http.client wait in loops we cannot reach (headers, chunk lines, a proxy's answer).  So
-    once the deadline has passed, a thread shuts down the socket in use -- and again every
-    ``_CUT_EVERY`` s, in case one was being opened -- which ends any wait on it at once.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._ends = time.monotonic() + seconds
-        self._conn: http.client.HTTPConnection | None = None
-        self._sock: socket.socket | None = None
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hal0-deadline", daemon=True)
-        self._thread.start()
-
-    def left(self) -> float:
-        return self._ends - time.monotonic()
-
-    def timeout(self, timeout: float) -> float:
-        """A socket timeout: ``timeout``, but not past the deadline (nor zero: non-blocking)."""
-        return max(min(timeout, self.left()), 0.01)
-
-    def connecting(self, conn: http.client.HTTPConnection) -> None:
-        self._conn, self._sock = conn, None
-
-    def connected(self, conn: http.client.HTTPConnection) -> None:
-        # urllib drops ``conn.sock`` once the response head is read; the response keeps
-        # reading from this socket.
-        self._sock = conn.sock
-
-    def _run(self) -> None:
-        if self._stopped.wait(self.seconds):
-            return
-        while True:
-            conn = self._conn
-            for sock in (self._sock, conn.sock if conn is not None else None):
-                if sock is not None:
-                    # The plain socket's own shutdown, also for a TLS one: SSLSocket.shutdown
-                    # would reset its TLS state under a read running in another thread.
-                    with contextlib.suppress(OSError):
-                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            if self._stopped.wait(_CUT_EVERY):
-                return
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-
-class _Connection(http.client.HTTPConnection):
-    """A connection the deadline can see and cut.  ``deadline`` is set by :func:`_handler`."""
-
-    deadline: _Deadline
-
-    def connect(self) -> None:
-        self.deadline.connecting(self)
-        super().connect()  # TCP, and the CONNECT of a proxy tunnel
-        # For https the TLS handshake comes next (HTTPSConnection.connect calls this first);
-        # it may take only what is left of the deadline.
-        self.sock.settimeout(self.deadline.timeout(self.timeout or math.inf))
-        self.deadline.connected(self)
-
-
-class _TLSConnection(http.client.HTTPSConnection, _Connection):
-    def connect(self) -> None:
-        super().connect()  # HTTPSConnection's: _Connection's, then the TLS handshake
-        self.deadline.connected(self)
-
-
-def _handler(
-    base: type[urllib.request.AbstractHTTPHandler],
-    connection: type[_Connection],
-    deadline: _Deadline,
-) -> urllib.request.AbstractHTTPHandler:
-    """urllib's http or https handler, opening its connections as ``connection``."""
-
-    def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
-        conn = connection(host, **kwargs)
-        conn.deadline = deadline
-        return conn
-
-    class Handler(base):  # type: ignore[misc,valid-type]
-        def do_open(
-            self, http_class: object, req: urllib.request.Request, **kwargs: Any
-        ) -> http.client.HTTPResponse:
-            del http_class  # the stdlib's own class, replaced by ours
-            return cast(http.client.HTTPResponse, super().do_open(make, req, **kwargs))
-
-    return cast(urllib.request.AbstractHTTPHandler, Handler())
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follow at most ``max_redirections`` redirects, and only to http(s) URLs.
-
-    (The stdlib would also follow one to ftp://.)  ``Range``/``If-Range`` go along: urllib
-    carries every header but the body's own over a redirect.
-    """
-
-    max_redirections = 10
-
-    def redirect_request(  # noqa: PLR0917 - the stdlib's signature
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        # urllib reads a redirect's whole body into memory before it follows it (``fp.read()``
-        # in http_error_302), and the server picks its length.  Closed, that read is a no-op.
-        fp.close()
-        if urlsplit(newurl).scheme not in {"http", "https"}:
-            raise FetchError(f"refusing a redirect from {req.full_url} to {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """http and https only (``build_opener`` would add file, ftp and data handlers).
-
-    ``ProxyHandler()`` reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment; https
-    verifies against the system's trust store (SSL_CERT_FILE/SSL_CERT_DIR honoured), loaded
-    only when a TLS connection is made.  Every connection is one ``deadline`` can cut.
-    """
-    opener = urllib.request.OpenerDirector()
-    for handler in (
-        urllib.request.ProxyHandler(),
-        urllib.request.UnknownHandler(),
-        _handler(urllib.request.HTTPHandler, _Connection, deadline),
-        _handler(urllib.request.HTTPSHandler, _TLSConnection, deadline),
-        urllib.request.HTTPDefaultErrorHandler(),
-        _Redirects(),
-        urllib.request.HTTPErrorProcessor(),
-    ):
-        opener.add_handler(handler)
-    return opener
 
 
 class HttpBody:
@@ -222,11 +75,11 @@ class HttpBody:
         self._attempts = attempts
         self._timeout = timeout
         self._max = download_cap(archive.Limits()) if max_bytes is None else max_bytes
-        self._deadline = _Deadline(deadline)
+        self._deadline = http_open.Deadline(deadline)
         # Its thread ends with this object even if nobody closes it (a caller failing between
         # construction and reading); close() ends it sooner.
         weakref.finalize(self, self._deadline.stop)
-        self._opener = _opener(self._deadline)
+        self._opener = http_open.opener(self._deadline)
         self._resp: http.client.HTTPResponse | None = None
         self._buffer = b""
         self._pos = 0  # bytes of _buffer already read
@@ -257,7 +110,7 @@ class HttpBody:
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:  # a redirect urllib would not follow
                 exc.close()
-                raise _unfollowed(self.url, exc) from None
+                raise http_open.unfollowed(self.url, exc) from None
             return cast(http.client.HTTPResponse, exc)
         except (ValueError, http.client.InvalidURL) as exc:  # "unknown url type", bad port
             raise FetchError(f"invalid artifact URL {self.url}: {exc}") from exc
@@ -268,13 +121,14 @@ class HttpBody:
             try:
                 resp = self._open()
             except (OSError, http.client.HTTPException) as exc:
-                if _untrusted(exc):  # the same certificate again would fail the same way
+                if http_open.untrusted(exc):  # the same certificate would fail the same way
+                    why = http_open.describe(exc)
                     raise FetchError(
-                        f"the TLS certificate of {self.url} is not trusted: {_describe(exc)}",
+                        f"the TLS certificate of {self.url} is not trusted: {why}",
                         hint="check the mirror's certificate; a private CA belongs in the "
                         "system trust store (update-ca-certificates) or in SSL_CERT_FILE",
                     ) from exc
-                self._failed(_describe(exc))
+                self._failed(http_open.describe(exc))
                 continue
             if self._deadline.left() <= 0:  # the head may have been cut short
                 resp.close()
@@ -289,7 +143,10 @@ class HttpBody:
                 # The kept prefix is no prefix of what the server has now: either it is the
                 # whole file already (a run killed before it could rename it), or stale.
                 resp.close()
-                if _content_range_total(resp.headers.get("Content-Range", "")) == self.offset:
+                if (
+                    http_open.content_range_total(resp.headers.get("Content-Range", ""))
+                    == self.offset
+                ):
                     self.total = self.offset
                     return
                 self._start_over()  # the next request has no Range: no second 416
@@ -341,7 +198,7 @@ class HttpBody:
 
     def _accept(self, resp: http.client.HTTPResponse) -> None:
         if resp.status == 206:
-            start = _content_range_start(resp.headers.get("Content-Range", ""))
+            start = http_open.content_range_start(resp.headers.get("Content-Range", ""))
             if start is None or start > self.offset:
                 resp.close()
                 raise FetchError(f"bad Content-Range from {self.url}")
@@ -356,7 +213,7 @@ class HttpBody:
             # Mid-transfer, the server ignored the Range: skip what was already delivered;
             # the final digest check catches a file that changed under us.
             self._skip = self.offset
-        length = _number(resp.headers.get("Content-Length", ""))
+        length = http_open.number(resp.headers.get("Content-Length", ""))
         if length is not None and self.total is None:
             self.total = length + (self.offset - self._skip)
             if self.total > self._max:
@@ -434,7 +291,7 @@ class HttpBody:
             except TimeoutError:
                 reason = f"no data for {self._timeout:g} s (stalled)"
             except (OSError, http.client.HTTPException) as exc:
-                reason = _describe(exc)
+                reason = http_open.describe(exc)
             else:
                 if chunk is None:
                     # A body without a length ends when the connection does, which is also
@@ -456,50 +313,3 @@ class HttpBody:
     def close(self) -> None:
         self._close_response()
         self._deadline.stop()
-
-
-def _unfollowed(url: str, exc: urllib.error.HTTPError) -> FetchError:
-    """Why a redirect ended the fetch: a loop or too many, a scheme we do not follow (urllib
-    refuses anything but http(s) and ftp itself, before ``_Redirects`` sees it), or none given.
-    """
-    target = str(exc.filename or "")
-    if "infinite loop" in str(exc.msg):
-        return FetchError(f"too many redirects fetching {url}")
-    if target and urlsplit(target).scheme not in {"http", "https"}:
-        return FetchError(f"refusing a redirect from {url} to {target}")
-    return FetchError(
-        f"HTTP {exc.code} fetching {url} without a Location to follow",
-        hint="check --artifact; the mirror answers with a redirect that leads nowhere",
-    )
-
-
-def _untrusted(exc: BaseException) -> bool:
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    return isinstance(reason, ssl.SSLCertVerificationError)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
-        exc = exc.reason  # urllib's wrapper around the socket's own error
-    name = type(exc).__name__
-    text = str(exc).strip()
-    return f"{name}: {text}" if text else name
-
-
-def _number(value: str) -> int | None:
-    # ASCII digits only: str.isdigit() is also true for "²", which int() refuses.
-    return int(value) if value.isascii() and value.isdigit() else None
-
-
-def _content_range_total(value: str) -> int | None:
-    # "bytes */200" (416) or "bytes 0-99/200"
-    return _number(value.rpartition("/")[2])
-
-
-def _content_range_start(value: str) -> int | None:
-    # "bytes 100-199/200"
-    try:
-        unit, rest = value.split(" ", 1)
-        return int(rest.split("-", 1)[0]) if unit == "bytes" else None
-    except ValueError:
-        return None

@@ -42,7 +42,7 @@ HOME_PARENTS = ("var", "lib")
 HOME = "hal0"
 COMPROMISE = "this may mean the daemon's account (hal0) is compromised"
 UNSAFE_TAG = "unsafe"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _KINDS = {
     stat.S_IFLNK: "a symlink",
@@ -98,14 +98,14 @@ def _trusted_anchor(uid: int) -> bool:
 
 
 @contextlib.contextmanager
-def _closing(fd: int) -> Iterator[int]:
+def closing(fd: int) -> Iterator[int]:
     try:
         yield fd
     finally:
         os.close(fd)
 
 
-def _host(layout: Layout, parts: Sequence[str]) -> HostPath:
+def host_path(layout: Layout, parts: Sequence[str]) -> HostPath:
     return layout.at("/" + "/".join(parts))
 
 
@@ -119,24 +119,24 @@ def open_root_dir(layout: Layout, parts: Sequence[str], *, create: bool) -> int:
         for name in parts:
             walked.append(name)
             try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, 0o755, dir_fd=fd)
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafePathError(
-                        f"{_host(layout, walked)} is not a directory (a symlink or a file); "
+                        f"{host_path(layout, walked)} is not a directory (a symlink or a file); "
                         "refusing to walk through it",
                         hint="it must be a root-owned directory; fix the host by hand",
                     ) from None
                 raise
             os.close(fd)
             fd = child
-            _check_anchor(_host(layout, walked), os.fstat(fd))
+            _check_anchor(host_path(layout, walked), os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise
@@ -154,10 +154,10 @@ def _check_anchor(host: HostPath, st: os.stat_result) -> None:
         )
 
 
-def _open_child_dir(parent: int, name: str, host: HostPath, owner: Owner) -> int:
+def open_child_dir(parent: int, name: str, host: HostPath, owner: Owner) -> int:
     """``name`` in ``parent`` as a directory fd; :class:`UnexpectedObjectError` if not one."""
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
@@ -173,7 +173,7 @@ def _open_child_dir(parent: int, name: str, host: HostPath, owner: Owner) -> int
     return fd
 
 
-def _quarantine(parent: int, name: str) -> str:
+def quarantine(parent: int, name: str) -> str:
     """Move the object at ``name`` aside in its own directory; the new name."""
     aside = f"{name}.{UNSAFE_TAG}-{fsops.random_hex(4)}"
     os.rename(name, aside, src_dir_fd=parent, dst_dir_fd=parent)
@@ -189,90 +189,14 @@ def open_dir(layout: Layout, parts: Sequence[str], owner: Owner) -> Iterator[int
     try:
         for name in (HOME, *parts):
             walked.append(name)
-            child = _open_child_dir(fd, name, _host(layout, walked), owner)
+            child = open_child_dir(fd, name, host_path(layout, walked), owner)
             os.close(fd)
             fd = child
     except BaseException:
         os.close(fd)
         raise
-    with _closing(fd):
+    with closing(fd):
         yield fd
-
-
-@dataclass(frozen=True)
-class DirSpec:
-    name: str  # "" for the home itself, else a directory directly in it
-    mode: int
-
-
-def ensure_dirs(layout: Layout, dirs: Sequence[DirSpec], owner: Owner) -> list[str]:
-    """Make the home and the dirs in it real directories with ``owner`` and their modes.
-
-    Returns what was done, one phrase per change; an object of the wrong kind is moved aside
-    first (and named in the result), never followed.
-    """
-    done: list[str] = []
-    anchor = open_root_dir(layout, HOME_PARENTS, create=True)
-    with _closing(anchor):
-        home_spec = next((d for d in dirs if not d.name), DirSpec("", 0o750))
-        home_parts = [*HOME_PARENTS, HOME]
-        home = _ensure_one(layout, anchor, home_parts, spec=home_spec, owner=owner, done=done)
-        with _closing(home):
-            for spec in dirs:
-                if spec.name:
-                    parts = [*HOME_PARENTS, HOME, spec.name]
-                    fd = _ensure_one(layout, home, parts, spec=spec, owner=owner, done=done)
-                    os.close(fd)
-            if done:
-                os.fsync(home)  # created or moved-aside names are durable
-        if done:
-            os.fsync(anchor)
-    return done
-
-
-def _ensure_one(
-    layout: Layout,
-    parent: int,
-    parts: list[str],
-    *,
-    spec: DirSpec,
-    owner: Owner,
-    done: list[str],
-) -> int:
-    """The directory ``parts[-1]`` in ``parent``, made sound; its fd."""
-    name = parts[-1]
-    host = _host(layout, parts)
-    try:
-        fd = _open_child_dir(parent, name, host, owner)
-    except FileNotFoundError:
-        fd = -1
-    except UnexpectedObjectError as bad:
-        aside = _quarantine(parent, name)
-        done.append(f"moved {bad.what} at {host} aside to {aside} ({COMPROMISE})")
-        fd = -1
-    except UnsafePathError:
-        # A stranger's directory in hal0's tree: re-owning it through its own fd cannot
-        # reach anything outside it, and is what converging the tree means.
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-    created = fd == -1
-    if created:
-        os.mkdir(name, 0o700, dir_fd=parent)  # its final mode once it is owned right
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        done.append(f"created {host}")
-    try:
-        st = os.fstat(fd)
-        if owner.uid != -1 and (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
-            os.fchown(fd, owner.uid, owner.gid)
-            if not created:
-                done.append(f"owned {host} by {HOME}")
-        if stat.S_IMODE(st.st_mode) != spec.mode:
-            os.fchmod(fd, spec.mode)
-            if not created:
-                done.append(f"set {host} to mode {spec.mode:o}")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 @dataclass(frozen=True)
@@ -290,7 +214,7 @@ def read_file(
     layout: Layout, parts: Sequence[str], name: str, owner: Owner, *, cap: int
 ) -> FileRead:
     """The bytes of ``/var/lib/hal0/<parts>/<name>``, read without being steered (see above)."""
-    host = _host(layout, [*HOME_PARENTS, HOME, *parts, name])
+    host = host_path(layout, [*HOME_PARENTS, HOME, *parts, name])
     try:
         with open_dir(layout, parts, owner) as parent:
             return _read_in(parent, name, host, cap)
@@ -313,7 +237,7 @@ def _read_in(parent: int, name: str, host: HostPath, cap: int) -> FileRead:
         if exc.errno == errno.ELOOP:  # swapped for a symlink since the lstat
             raise UnexpectedObjectError(host, "a symlink", regular) from None
         raise
-    with _closing(fd):
+    with closing(fd):
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(st.st_mode):
             raise UnexpectedObjectError(host, "an object swapped while it was opened", regular)
@@ -352,7 +276,7 @@ def write_file(
     named in the returned list.
     """
     notes: list[str] = []
-    host = _host(layout, [*HOME_PARENTS, HOME, *parts, name])
+    host = host_path(layout, [*HOME_PARENTS, HOME, *parts, name])
     with open_dir(layout, parts, owner) as parent:
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
@@ -365,14 +289,14 @@ def write_file(
                     what = "a hard link"
                 elif aside and stat.S_ISREG(st.st_mode):
                     what = f"an unsound file ({st.st_size} bytes)"
-                moved = _quarantine(parent, name)
+                moved = quarantine(parent, name)
                 notes.append(f"moved {what} at {host} aside to {moved} ({COMPROMISE})")
         _clean_temps(parent, name)
         tmp = f".{name}.tmp-{fsops.random_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=parent)  # fmt: skip
         try:
-            with _closing(fd):
+            with closing(fd):
                 half = len(data) // 2
                 _write_all(fd, data[:half])
                 failpoints.hit(f"write.{name}.partial")  # a half-written temp file
@@ -409,48 +333,3 @@ def _clean_temps(parent: int, name: str) -> None:
         with contextlib.suppress(OSError):  # a directory planted there is left alone
             if not stat.S_ISDIR(os.stat(entry, dir_fd=parent, follow_symlinks=False).st_mode):
                 os.unlink(entry, dir_fd=parent)
-
-
-MISSING = "missing"
-
-
-def dir_problem(layout: Layout, spec: DirSpec, owner: Owner) -> str:
-    """Read-only: "" when ``spec`` holds, :data:`MISSING`, or what is wrong with it."""
-    parts = [HOME, spec.name] if spec.name else [HOME]
-    host = _host(layout, [*HOME_PARENTS, *parts])
-    try:
-        with open_dir(layout, parts[1:], owner) as fd:
-            st = os.fstat(fd)
-    except FileNotFoundError:
-        return MISSING
-    except UnsafePathError as exc:
-        return exc.message
-    if owner.uid not in (-1, st.st_uid):
-        return f"{host} is owned by uid {st.st_uid}, not {HOME}"
-    if stat.S_IMODE(st.st_mode) != spec.mode:
-        return f"{host} has mode {stat.S_IMODE(st.st_mode):o}, not {spec.mode:o}"
-    return ""
-
-
-def inspect(
-    layout: Layout,
-    dirs: Sequence[DirSpec],
-    files: Sequence[tuple[str, str]],
-    owner: Owner,
-    *,
-    cap: int,
-) -> list[str]:
-    """Read-only: every object of the wrong kind, owner or mode in the hal0 tree, one line
-    each.  Missing objects are not problems here (the checks that need them say so);
-    ``files`` are (dir name, file name) pairs checked where they exist."""
-    problems = [dir_problem(layout, spec, owner) for spec in dirs]
-    for dirname, name in files:
-        found = read_file(layout, [dirname], name, owner, cap=cap)
-        if found.unsafe:
-            problems.append(found.problem)
-    return _dedupe([p for p in problems if p and p != MISSING])
-
-
-def _dedupe(problems: list[str]) -> list[str]:
-    """One line per unsound object: a bad home shows up again under every dir in it."""
-    return list(dict.fromkeys(problems))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any
 
-from hal0_lemonade import configschema, cpus, health, opconfig, safefs
+from hal0_lemonade import configschema, cpus, health, opconfig, safefs, statedirs
 from hal0_lemonade.checks import Check, Report
 from hal0_lemonade.driver import Context
 from hal0_lemonade.errors import UsageError
@@ -181,7 +181,7 @@ def state_check(i: Inspection) -> Check:
     Anything else (a symlink, FIFO, hard link, huge file...) is never followed or read, and is
     a failure here: the daemon's account may have planted it.
     """
-    problems = safefs.inspect(
+    problems = statedirs.inspect(
         i.layout,
         account.STATE_DIRS,
         [(daemon_config.STATE_PARTS[0], daemon_config.NAME)],

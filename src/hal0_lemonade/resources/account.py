@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hal0_lemonade import fsops, safefs
+from hal0_lemonade import fsops, safefs, statedirs
 from hal0_lemonade.layout import SERVICE_GROUP, SERVICE_USER, HostPath, Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.runner import CommandRunner
@@ -97,10 +97,10 @@ def _prefix(layout: Layout) -> list[str]:
 # Directories hal0 owns, with their modes: its home, lemond's cache dir (config.json), the
 # models and the Hugging Face cache.  Names relative to the home (/var/lib/hal0).
 STATE_DIRS = (
-    safefs.DirSpec("", 0o750),
-    safefs.DirSpec("lemonade", 0o750),
-    safefs.DirSpec("models", 0o750),
-    safefs.DirSpec("huggingface", 0o750),
+    statedirs.DirSpec("", 0o750),
+    statedirs.DirSpec("lemonade", 0o750),
+    statedirs.DirSpec("models", 0o750),
+    statedirs.DirSpec("huggingface", 0o750),
 )
 
 
@@ -111,7 +111,7 @@ def _dirs_pending(layout: Layout, accounts: Accounts) -> list[str]:
     who = safefs.Owner(user.uid, group.gid) if user and group else safefs.Owner()
     pending = []
     for spec in STATE_DIRS:
-        problem = safefs.dir_problem(layout, spec, who)
+        problem = statedirs.dir_problem(layout, spec, who)
         if problem or user is None:
             host = layout.at(f"{layout.home}/{spec.name}".rstrip("/"))
             pending.append(f"{host} ({problem})" if problem else str(host))
@@ -186,7 +186,7 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
 
         def make_dirs() -> str:
             # Through directory fds, never by path: hal0 may have planted symlinks here.
-            done = safefs.ensure_dirs(layout, STATE_DIRS, owner(layout))
+            done = statedirs.ensure_dirs(layout, STATE_DIRS, owner(layout))
             return "; ".join(done) or f"{layout.home} and its dirs are sound"
 
         names = ", ".join(pending)
