@@ -57,6 +57,33 @@ def bar(done: int, total: int | None, width: int = _BAR) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "] "
 
 
+def fit(label: str, done: int, total: int | None, rate: float | None, columns: int) -> str:
+    """The live line, shorter than ``columns``: a line as wide as the terminal wraps, and every
+    redraw (``\\r``) then starts a new line.  What goes first as it narrows: the bar, the
+    label, the ETA and rate, then the text is cut."""
+    room = max(1, columns - 1)
+    info = describe(done, total, rate)
+    for candidate in (
+        f"{label} {bar(done, total)}{info}",
+        f"{label} {bar(done, total, 10)}{info}",
+        f"{label} {info}",
+        info,
+        info.split("  ETA")[0],
+        describe(done, total, None).split("  -- MB/s")[0],
+    ):
+        if len(candidate) <= room:
+            return candidate.rstrip()
+    return info[:room]
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width, asked again at each redraw (it may be resized); 80 otherwise."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
 def use_color(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
     """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
     env = os.environ if env is None else env
@@ -105,7 +132,7 @@ class Progress:
         return (done - self._base) / elapsed if elapsed > 0 and done > self._base else None
 
     def _draw(self, now: float, done: int, total: int | None) -> None:
-        text = f"{self.label} {bar(done, total)}{describe(done, total, self._rate(now, done))}"
+        text = fit(self.label, done, total, self._rate(now, done), _columns(self.out))
         self.out.write(f"\r\x1b[2K{text}")
         self.out.flush()
         self._open = True

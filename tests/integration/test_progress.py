@@ -3,12 +3,16 @@ NO_COLOR, --quiet, --help examples for every command, and shell completion."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import re
 import select
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +24,11 @@ HERE = Path(__file__).resolve().parents[2]
 SGR_COLOUR = "\x1b[3"  # click.style's foreground colours: ESC [ 3x m
 
 
-def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run the CLI with stdout and stderr on a pseudo-terminal; return (code, output)."""
+def _on_a_terminal(args: list[str], env: dict[str, str], columns: int = 120) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal ``columns`` wide; return (code,
+    output)."""
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "hal0_lemonade", *args],
         stdin=subprocess.DEVNULL,
@@ -70,6 +76,21 @@ def test_a_terminal_gets_a_live_bar_and_colours(root: Path, big: Served) -> None
     assert f"{SGR_COLOUR}3mchanged" in out  # yellow step verdicts
     # The bar's line is closed before the step line: "[2/6]" starts a line of its own.
     assert "\n[2/6] Lemonade release" in out.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [80, 60, 40])
+def test_the_bar_fits_a_narrow_terminal(root: Path, big: Served, columns: int) -> None:
+    """A line as wide as the terminal wraps, and each redraw then starts a new line: ~50
+    lines for one download at 80 columns.  Every redraw stays narrower than the terminal."""
+    code, out = _on_a_terminal(_args(root, big), {"NO_COLOR": "1"}, columns=columns)
+    assert code == 0, out
+    redraws = [part.split("\r")[0].split("\n")[0] for part in out.split("\r\x1b[2K")[1:]]
+    assert redraws, out
+    visible = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text) for text in redraws]
+    assert max(len(text) for text in visible) < columns, visible
+    assert any("MB" in text for text in visible)
+    if columns == 80:
+        assert visible[-1].startswith("Lemonade 10.6.0 [##########] ")  # a shorter bar
 
 
 def test_no_color_keeps_the_bar_but_drops_the_colours(root: Path, big: Served) -> None:
