@@ -58,11 +58,19 @@ class FileBody:
         try:
             self._fh: BinaryIO = path.open("rb")
         except FileNotFoundError as exc:
-            raise FetchError(f"artifact not found: {path}") from exc
+            raise FetchError(
+                f"artifact not found: {path}",
+                hint="check the path given to --artifact (a local file or a file:// URL)",
+            ) from exc
         except IsADirectoryError as exc:
-            raise FetchError(f"artifact is a directory, not an archive: {path}") from exc
+            raise FetchError(
+                f"artifact is a directory, not an archive: {path}",
+                hint="--artifact names the .tar.gz archive itself, not its directory",
+            ) from exc
         except PermissionError as exc:
-            raise FetchError(f"artifact is not readable: {path}") from exc
+            raise FetchError(
+                f"artifact is not readable: {path}", hint="check the file's mode and owner"
+            ) from exc
         self.total: int | None = os.fstat(self._fh.fileno()).st_size
 
     def read(self, size: int) -> bytes:

@@ -212,3 +212,38 @@ def read_bytes_or_none(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+
+
+def mkdirs(path: Path, mode: int = 0o755) -> list[Path]:
+    """``mkdir -p`` that says what it made (outermost first), so a run that fails can remove
+    exactly what it added; each new directory is synced into its parent."""
+    missing: list[Path] = []
+    here = path
+    while not here.is_dir():
+        missing.append(here)
+        here = here.parent
+    made: list[Path] = []
+    for new in reversed(missing):
+        try:
+            new.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        made.append(new)
+        fsync_dir(new.parent)
+    return made
+
+
+def remove_if_empty(dirs: list[Path]) -> None:
+    """Undo :func:`mkdirs`: remove each of ``dirs`` (innermost first) that is still empty."""
+    for directory in reversed(dirs):
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (a kept partial download), or gone: keep going
+            continue
+        fsync_dir(directory.parent)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries in one atomic step; False where the kernel or filesystem
+    cannot (the caller then does without)."""
+    return _renameat2_exchange(a, b)

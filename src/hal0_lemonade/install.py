@@ -29,6 +29,7 @@ def command(request: Request) -> Command:
         # The request is checked here, before the driver takes the lock: a refused pin, a
         # malformed operator file or flag leaves the host exactly as it was.
         wanted = settings.build(ctx.host, request)
+        release.check_source(ctx.layout, wanted.pin)
         if ctx.progress is not None:
             ctx.progress.label = f"Lemonade {wanted.pin.version}"
 

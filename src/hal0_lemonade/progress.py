@@ -107,6 +107,7 @@ class Progress:
     label: str
     live: bool  # True: redraw one line (a terminal); False: plain lines
     clock: Callable[[], float] = time.monotonic
+    columns: Callable[[], int] | None = None  # the terminal's width (None: ask the terminal)
     _start: float | None = field(default=None, init=False)
     _base: int = field(default=0, init=False)
     _last_draw: float = field(default=0.0, init=False)  # set to the start on the first call
@@ -132,7 +133,8 @@ class Progress:
         return (done - self._base) / elapsed if elapsed > 0 and done > self._base else None
 
     def _draw(self, now: float, done: int, total: int | None) -> None:
-        text = fit(self.label, done, total, self._rate(now, done), _columns(self.out))
+        width = self.columns() if self.columns is not None else _columns(self.out)
+        text = fit(self.label, done, total, self._rate(now, done), width)
         self.out.write(f"\r\x1b[2K{text}")
         self.out.flush()
         self._open = True

@@ -34,7 +34,7 @@ def test_format_eta(seconds: float | None, text: str) -> None:
 
 def test_live_bar_shows_bytes_rate_and_eta_then_closes_its_line() -> None:
     out, clock = io.StringIO(), Clock()
-    bar = progress.Progress(out, "Lemonade 10.6.0", live=True, clock=clock)
+    bar = progress.Progress(out, "Lemonade 10.6.0", live=True, clock=clock, columns=lambda: 120)
     bar(0, 200_000_000)
     clock.now += 4
     bar(50_000_000, 200_000_000)

@@ -50,6 +50,7 @@ class Installer:
         self.progress = progress
         # Wall seconds of each phase of the last install (the bench reads them; cheap).
         self.timings: dict[str, float] = {}
+        self._made: list[Path] = []  # directories this run created (the download cache)
 
     # -- the download cache ----------------------------------------------------------------
     def _cache_file(self, pin: Pin) -> Path:
@@ -85,9 +86,21 @@ class Installer:
         return tree if not release.intact(tree) else None
 
     def install(self, pin: Pin, *, fresh: bool = False) -> str:
-        """Install ``pin``; ``fresh`` re-extracts even when a tree of it is kept or live."""
+        """Install ``pin``; ``fresh`` re-extracts even when a tree of it is kept or live.
+
+        A failure leaves no directory this run made (a refused archive on an empty root
+        leaves no /opt/lemonade.releases), except a download cache holding a partial
+        download, which a re-run resumes.
+        """
+        made = fsops.mkdirs(self.layout.releases.real)
+        try:
+            return self._install(pin, fresh=fresh)
+        except BaseException:
+            fsops.remove_if_empty([*self._made, *made])
+            raise
+
+    def _install(self, pin: Pin, *, fresh: bool) -> str:
         releases = self.layout.releases.real
-        releases.mkdir(mode=0o755, parents=True, exist_ok=True)
         release_links.clean_staging(self.layout)
         kept = None if fresh else self.reusable(pin)
         if kept is not None:
@@ -117,6 +130,12 @@ class Installer:
             if download is not None:
                 self._keep_download(pin, download)
             failpoints.hit("release.staged")
+            if fresh and self._repair_in_place(pin, staging):
+                # The damaged tree, swapped out under the staging name: nothing needs it.
+                fsops.remove_tree(staging)
+                failpoints.hit("release.live")
+                release_links.prune(self.layout)
+                return f"reinstalled {pin.version} in place ({how})"
             final = self._final_name(pin)
             staging.rename(final)
             fsops.fsync_dir(releases)
@@ -130,6 +149,19 @@ class Installer:
         failpoints.hit("release.live")
         release_links.prune(self.layout)
         return f"installed {pin.version} ({how}, {extracted.total_bytes // 1_000_000} MB)"
+
+    def _repair_in_place(self, pin: Pin, staging: Path) -> bool:
+        """A ``--reinstall`` of the live release: swap the fresh tree with the damaged one in
+        one atomic step, so the live link never moves and the release keeps its own name
+        (``<version>-<sha12>``).  False where the kernel cannot swap, or live is elsewhere."""
+        tree = self.layout.releases.real / pin.release_id
+        live = self.layout.live.real
+        if not (live.is_symlink() and live.readlink().name == tree.name and tree.is_dir()):
+            return False
+        if not fsops.exchange(staging, tree):
+            return False
+        fsops.fsync_dir(tree.parent)
+        return True
 
     def _final_name(self, pin: Pin) -> Path:
         releases = self.layout.releases.real
@@ -179,7 +211,7 @@ class Installer:
             )
             return self._extract(body, pin, staging), None
         cache = self.layout.download_cache.real
-        cache.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._made += fsops.mkdirs(cache)
         part = cache / f"{pin.sha256}.tar.gz.part"
         meta = cache / f"{pin.sha256}.tar.gz.part.json"
         kept = part.stat().st_size if part.is_file() else 0

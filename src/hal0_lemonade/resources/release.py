@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hal0_lemonade import archive, configschema
+from hal0_lemonade import archive, configschema, fetch
+from hal0_lemonade.errors import FetchError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.releases import Pin
@@ -171,7 +172,22 @@ def plan(
             )
         return step
     was = state.version or "nothing"
-    why = state.problem if state.version == pin.version and state.problem else f"was {was}"
+    old_id, new_id = was, pin.version
+    if state.version == pin.version and state.problem:
+        why = state.problem
+    elif state.version == pin.version:
+        # The same version from another archive (an --artifact install, then a plain one):
+        # say so, or "-version 10.6.0 / +version 10.6.0" reads as a change of nothing.
+        old_id = _identity(state.sha256, state.verified)
+        new_id = _identity(pin.sha256, pin.verified)
+        asker = "the pin" if pin.source == "pin" else pin.source
+        why = (
+            f"the installed {was} is archive {old_id}, {asker} asks for {new_id}: "
+            "another archive of the same version"
+        )
+        old_id, new_id = f"{was} ({old_id})", f"{pin.version} ({new_id})"
+    else:
+        why = f"was {was}"
     if installer.reusable(pin) is not None:
         how = f"switch to the complete release kept at {layout.releases}/{pin.release_id}"
     else:
@@ -181,10 +197,32 @@ def plan(
         Action(
             f"{how}, install {pin.version} at {layout.live} ({why})",
             lambda: installer.install(pin),
-            diff=f"-version {was}\n+version {pin.version}\n",
+            diff=f"-version {old_id}\n+version {new_id}\n",
         )
     )
     return step
+
+
+def _identity(sha256: str | None, verified: bool) -> str:
+    return f"sha256 {sha256[:12]}" if sha256 and verified else "unverified"
+
+
+def check_source(layout: Layout, pin: Pin) -> None:
+    """A local archive the install would read must be there and be a file: refused before
+    anything is planned or locked, dry run or not (nothing to read when it is installed)."""
+    if fetch.is_remote(pin.artifact) or is_current(probe(layout), pin):
+        return
+    path = fetch.local_path(pin.artifact)
+    if not path.exists():
+        raise FetchError(
+            f"artifact not found: {path}",
+            hint="check the path given to --artifact (a local file or a file:// URL)",
+        )
+    if not path.is_file():
+        raise FetchError(
+            f"artifact is not a file: {path}",
+            hint="--artifact names the .tar.gz archive itself, not its directory",
+        )
 
 
 def marker_of(tree: Path) -> tuple[str | None, dict[str, str]]:
