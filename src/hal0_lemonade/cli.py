@@ -156,7 +156,9 @@ def cli() -> None:
 
 @cli.command(epilog=INSTALL_EXAMPLES)
 @common(changes=True)
-@click.option("--dev", "dev", is_flag=True, help="The same as --dry-run (the seed's DEV_MODE).")
+@click.option(
+    "--dev", "dev", is_flag=True, help="The same as --dry-run (DEV_MODE in hal0's installer)."
+)
 @click.option("--version", "version", metavar="VER", help="Lemonade release (default: pinned).")
 @click.option(
     "--artifact", metavar="URL|PATH", help="Archive to install: http(s)/file URL or path."

@@ -1,9 +1,11 @@
 """How many CPUs this process may really use, and the llama.cpp thread count derived from it.
 
 ``os.cpu_count()`` reports the machine; a container or a systemd slice often gets less,
-through the CPU affinity mask or a cgroup CPU quota.  The thread rule is ADR-0008 §4:
-``N = max(2, (cpus - 2) // 4)``; two or more llama-server children each spawning a thread per
-core starve the Vulkan dispatch and hang inference.
+through the CPU affinity mask or a cgroup CPU quota.  The thread rule is hal0's:
+``N = max(2, (cpus - 2) // 4)``: ``-2`` leaves room for hal0's API and the system, ``/4``
+splits the rest across the usual four llama-server children (chat, embedding, reranking,
+voice); with each child spawning a thread per core, the Vulkan dispatch starves and inference
+hangs.
 """
 
 from __future__ import annotations

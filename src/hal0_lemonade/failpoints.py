@@ -33,8 +33,3 @@ def hit(name: str) -> None:
             log.write(f"{name}#{count}\n")
     if kill_at and (kill_at == f"{name}#{count}" or (kill_at == name and count == 1)):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def reset() -> None:
-    """Forget the hit counts (for in-process tests of this module)."""
-    _counts.clear()

@@ -42,10 +42,6 @@ def load_manifest() -> dict[str, Any]:
     return manifest
 
 
-def default_version() -> str:
-    return str(load_manifest()["default"])
-
-
 def validate_version(version: str) -> str:
     candidate = version.removeprefix("v")
     if not _VERSION.match(candidate) or ".." in candidate:

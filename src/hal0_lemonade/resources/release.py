@@ -39,7 +39,7 @@ class ReleaseState:
 
 
 def format_marker(pin: Pin) -> str:
-    # Line 1 stays the bare version: that is all the seed's shell installer compared.
+    # Line 1 stays the bare version: that is all hal0's bash installer compares.
     verified = "yes" if pin.verified else "no (HAL0_SKIP_LEMONADE_SHA=1)"
     return f"{pin.version}\nsha256={pin.sha256}\nverified={verified}\n"
 

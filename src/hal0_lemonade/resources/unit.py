@@ -1,7 +1,8 @@
 """The systemd unit /etc/systemd/system/hal0-lemonade.service, rendered from a template.
 
-Two deliberate differences from the seed's unit: ``CPUQuota`` is 80% of the machine's CPUs
-(systemd counts percent of *one* CPU, so the seed's ``80%`` capped lemond at 0.8 of a core),
+Two deliberate differences from the unit hal0's bash installer wrote: ``CPUQuota`` is 80% of
+the machine's CPUs (systemd counts percent of *one* CPU, so its ``80%`` capped lemond at 0.8
+of a core),
 and the unit is sandboxed (see the template and README's security model).
 """
 
