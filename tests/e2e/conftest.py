@@ -30,7 +30,9 @@ import pytest
 
 from tests.e2e.harness import (
     ARTIFACT_PORT,
+    CLI,
     CONTAINER_ENV,
+    PYZ,
     RELEASES,
     UNIT,
     VENV,
@@ -128,6 +130,7 @@ def real_releases() -> tuple[Path | None, dict[str, RealRelease], str]:
 @dataclass(frozen=True)
 class E2E:
     suite: Suite
+    pyz: Path  # dist/hal0-lemonade.pyz, built by scripts/pyz
     rootfs: Path
     wheels: Path
     venv: Path
@@ -157,8 +160,13 @@ class E2E:
                 (self.wheels, WHEELS),
                 (self.releases.directory, RELEASES),
                 *([(self.real_dir, REAL_DIR)] if self.real_dir is not None else []),
+                (self.pyz.parent, str(Path(PYZ).parent)),
             ],
         ) as container:
+            container.run(["install", "-m", "0755", PYZ, CLI])
+            # The first run as root unpacks the pyz's code (/var/cache/hal0-lemonade-pyz), as
+            # an operator's first run does; what a command then changes is the command's.
+            container.run([CLI, "--version"])
             serve_releases(container)
             TIMINGS[f"boot {container.name}"] = time.monotonic() - started
             yield container
@@ -350,7 +358,22 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
                 process.wait()
     TIMINGS[f"{suite.name} prepare total"] = time.monotonic() - started
     real_dir, real, missing = real_releases()
-    return E2E(suite, rootfs, wheels, venv, releases, workdir, real_dir, real, missing)
+    pyz = _build_pyz(workdir)
+    return E2E(suite, pyz, rootfs, wheels, venv, releases, workdir, real_dir, real, missing)
+
+
+def _build_pyz(workdir: Path) -> Path:
+    """The one-file installer, from this checkout (scripts/pyz: reproducible, pinned)."""
+    done = subprocess.run(
+        ["bash", str(PROJECT_DIR / "scripts/pyz")], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/pyz exited {done.returncode}:\n{done.stderr[-3000:]}", pytrace=False)
+    pyz_dir = workdir / "pyz"
+    pyz_dir.mkdir(exist_ok=True)
+    target = pyz_dir / "hal0-lemonade.pyz"
+    shutil.copyfile(PROJECT_DIR / "dist/hal0-lemonade.pyz", target)
+    return target
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -25,8 +25,12 @@ from urllib.parse import quote
 
 UNIT = "hal0-lemonade"
 VENV = "/opt/hal0-venv"
-CLI = f"{VENV}/bin/hal0-lemonade"
 WHEELS = "/wheels"
+# The installer as a host gets it: the one-file pyz, bound in read-only, then installed the
+# way README says (install -m 0755 ... /usr/local/sbin/hal0-lemonade) and run by the root's
+# own python3 through its shebang.
+PYZ = "/pyz/hal0-lemonade.pyz"
+CLI = "/usr/local/sbin/hal0-lemonade"
 RELEASES = "/releases"
 ARTIFACT_PORT = 8080
 HEALTH_URL = "http://127.0.0.1:13305/api/v1/health"

@@ -63,7 +63,7 @@ def running(container: Container, e2e: E2E) -> int:
 
 
 def test_harness_runs_the_cli_inside(container: Container, e2e: E2E) -> None:
-    """Smoke: systemd is PID 1, the venv works with the guest's Python, no network."""
+    """Smoke: systemd is PID 1, the pyz runs on the guest's own Python, no network."""
     assert container.out(["cat", "/proc/1/comm"]) == "systemd"
     assert container.out(["systemctl", "--version"]).startswith(f"systemd {e2e.suite.systemd}")
     version = container.out(["python3", "-c", "import sys; print(sys.version.split()[0])"])
@@ -77,6 +77,12 @@ def test_harness_runs_the_cli_inside(container: Container, e2e: E2E) -> None:
     assert len(before) == 2, before
     container.run("echo x > /srv/snap/g && mv /srv/snap/g /srv/snap/f")
     assert diff_snapshots(before, container.snapshot("/srv/snap")) != []
+    # The installer as a host has it: one file, its own python3, no pip, no venv.
+    assert container.run(["python3", "-c", "import pip"], check=False).returncode != 0
+    assert container.out(["head", "-1", CLI]) == "#!/usr/bin/env python3"
+    version = container.out([CLI, "--version"])
+    assert version.startswith("hal0-lemonade, version ") and "(inflate: zlib-ng " in version
+    MEASURED[f"{e2e.suite.debian}: --version from the pyz"] = version
     help_text = container.run([CLI, "--help"]).stdout
     assert "install" in help_text
     assert "status" in help_text
