@@ -2,8 +2,9 @@
 
 The accounts database is read from ``<root>/etc/passwd`` and ``<root>/etc/group`` by a pure
 parser; changes go through groupadd/useradd/usermod (with ``--prefix <root>`` for a sandbox
-root), so a real install and a sandbox install run the same code.  What a command wrote is
-synced before the step goes on (:mod:`hal0_lemonade.accountsdb`).
+root), so a real install and a sandbox install run the same code.  What a killed or power-cut
+shadow-utils command left is rolled back first (:mod:`hal0_lemonade.accountsdb`), and what a
+command wrote is synced before the step goes on.
 """
 
 from __future__ import annotations
@@ -128,6 +129,18 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
     )
     prefix = _prefix(layout)
     etc = layout.at("/etc").real
+
+    damage = accountsdb.diagnose(etc)
+    if damage is not None:
+
+        def repair() -> str:
+            return accountsdb.repair(etc, runner, host=layout.is_host_root, root=layout.root)
+
+        step.actions.append(Action(f"repair the accounts database: {damage.summary()}", repair))
+        # Plan against the database as the repair leaves it: a rolled-back useradd runs again.
+        accounts = Accounts(
+            parse_passwd(damage.after["passwd"]), parse_group(damage.after["group"])
+        )
 
     if not layout.is_host_root:
         # An empty sandbox root has no accounts database for the shadow tools to edit.
