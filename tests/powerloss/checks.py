@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hal0_lemonade.cli import main
 from tests.faults.scenarios import (
     World,
     clean_env,
@@ -19,8 +20,6 @@ from tests.faults.scenarios import (
     read_config,
     verify_tree,
 )
-
-from hal0_lemonade.cli import main
 
 DBS = ("passwd", "shadow", "group", "gshadow")
 FIELDS = {"passwd": 7, "shadow": 9, "group": 4, "gshadow": 4}

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from hal0_lemonade import accountsdb
+from hal0_lemonade.accountsdb import FIXERS
 from tests.faults.scenarios import content, copy_tree, run_installer
 from tests.powerloss.checks import accounts, check_accounts
 from tests.powerloss.disk import disk_from, make_image
 from tests.support.archives import Release, build_release
-
-from hal0_lemonade import accountsdb
-from hal0_lemonade.accountsdb import FIXERS
 
 pytestmark = [
     pytest.mark.powerloss,

@@ -23,8 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hal0_lemonade import fsops
 from tests.faults.scenarios import (
     CASES,
+    OLD_THREADS,
     SCENARIOS,
     build_world,
     check_old_or_new,
@@ -105,25 +108,49 @@ def test_a_cut_after_a_successful_run_loses_nothing_it_reported(
         assert not rerun(world, root)["changed"], "a run after the cut had work to redo"
 
 
-def test_a_cut_after_enabling_into_an_existing_wants_dir_keeps_the_link(
-    pworld: PowerWorld, tmp_path: Path
+# Runs whose last change is one durability point: with ext4's single journal, any later sync
+# would make an earlier change durable too, so each of these is the one sync that can.
+# variant -> (start root, extra flags, a path removed from the start root)
+LAST_CHANGES = {
+    "fresh --no-start: the unit file": ("fresh", ["--no-start"], None),
+    # The start root's own thread count: the config does not change, only the release.
+    "upgrade of the release alone: the live symlink": ("upgrade", ["--threads", OLD_THREADS], None),
+    "a state dir made again": ("converged", [], "var/lib/hal0/models"),
+    # As on a real host, where multi-user.target.wants exists (other units; a disable that
+    # left it): enable only adds the link.
+    "enable into an existing wants dir": ("converged", [], WANTS),
+}
+
+
+@pytest.mark.parametrize("variant", list(LAST_CHANGES))
+def test_a_cut_after_a_run_keeps_its_last_change(
+    pworld: PowerWorld, tmp_path: Path, variant: str
 ) -> None:
-    """As on a real host, where multi-user.target.wants exists (other units, or a disable that
-    left it): enable only adds the link, and only that directory's sync keeps it."""
-    world, ref = pworld.world, pworld.world.refs["fresh"]
-    disabled = copy_tree(ref, tmp_path / "disabled")
-    (disabled / WANTS).unlink()
-    assert (disabled / WANTS).parent.is_dir()
+    world = pworld.world
+    start, extra, removed = LAST_CHANGES[variant]
+    base = copy_tree(
+        world.refs["fresh"] if start == "converged" else world.bases[start], tmp_path / "base"
+    )
+    if removed is not None:
+        fsops.remove_tree(base / removed)
+
+    def args(root: Path) -> list[str]:
+        return [*world.args(root), *extra]  # a repeated --threads: the last one counts
+
+    ref = copy_tree(base, tmp_path / "ref")
+    done = run_installer(args(ref))
+    assert done.returncode == 0, done.stdout + done.stderr
     work = tmp_path / "image"
     work.mkdir()
-    with disk_from(make_image(work / "disk.img", disabled, work), tmp_path) as disk:
+    with disk_from(make_image(work / "disk.img", base, work), tmp_path) as disk:
         root = disk.root
-        done = run_installer(world.args(root))
+        done = run_installer(args(root))
         assert done.returncode == 0, done.stdout + done.stderr
         report = json.loads(done.stdout)
-        assert [s["status"] for s in report["steps"]][-1] == "changed"
 
-        disk.cut("enable into an existing wants dir")
+        disk.cut(variant)
 
         check_reported(report, root, ref)
         assert content(root) == content(ref)
+        again = run_installer(args(root))
+        assert json.loads(again.stdout)["changed"] is False, "a run after the cut had work to redo"

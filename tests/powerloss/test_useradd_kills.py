@@ -21,14 +21,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from tests.faults.scenarios import build_world, check_old_or_new, content, run_installer
-from tests.powerloss.checks import PowerWorld, accounts, check_accounts, rerun
-from tests.powerloss.disk import Disk, disk_from, make_image
-from tests.support.httpserver import HTTPTestServer
 
 from hal0_lemonade import runner
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.resources import account
+from tests.faults.scenarios import build_world, check_old_or_new, content, run_installer
+from tests.powerloss.checks import PowerWorld, accounts, check_accounts, rerun
+from tests.powerloss.disk import Disk, disk_from, make_image
+from tests.support.httpserver import HTTPTestServer
 
 pytestmark = pytest.mark.powerloss
 
