@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytest
 
 from hal0_lemonade import accountsdb
 from hal0_lemonade.accountsdb import FIXERS
+from hal0_lemonade.errors import LockError
 from tests.faults.scenarios import content, copy_tree, run_installer
 from tests.powerloss.checks import accounts, check_accounts
 from tests.powerloss.disk import disk_from, make_image
@@ -140,3 +142,36 @@ def test_a_dry_run_shows_the_repair_and_changes_nothing(
     assert done.returncode == 0, done.stderr
     assert "repair the accounts database: remove /etc/shadow+" in done.stdout
     assert content(root) == before
+
+
+def test_the_host_repair_waits_for_lckpwdf_then_refuses(tmp_path: Path) -> None:
+    """On the host root the repair holds glibc's lckpwdf lock (a write lock on /etc/.pwd.lock),
+    which every host shadow-utils command takes first: another holder makes it wait, then
+    refuse."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    take = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", take, str(etc / ".pwd.lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        started = time.monotonic()
+        with (
+            pytest.raises(LockError, match="held by another process"),
+            accountsdb.pwd_lock(etc, take=True, wait=0.3),
+        ):
+            pass
+        assert time.monotonic() - started >= 0.3
+    finally:
+        holder.kill()
+        holder.wait()
+    with accountsdb.pwd_lock(etc, take=True, wait=0.3):
+        pass  # free again
