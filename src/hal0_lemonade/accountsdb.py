@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import stat
 import time
 from collections.abc import Iterator
@@ -66,10 +65,6 @@ DBS = ("passwd", "shadow", "group", "gshadow")
 PAIRS = (("passwd", "shadow"), ("group", "gshadow"))
 FIELDS = {"passwd": 7, "shadow": 9, "group": 4, "gshadow": 4}
 FIXERS = {"shadow": "pwconv", "gshadow": "grpconv"}
-_LEFTOVER = re.compile(
-    r"^(?:(?P<db>passwd|shadow|group|gshadow)(?:\+|\.lock|\.(?P<pid>\d+)|\.cio\w{6})"
-    r"|\.(?P<ours>passwd|shadow|group|gshadow)\.tmp-[0-9a-f]{8})$"
-)
 LCKPWDF_FILE = ".pwd.lock"
 LCKPWDF_WAIT_S = 15.0  # what glibc's lckpwdf waits
 
@@ -114,6 +109,27 @@ def sound(db: str, text: str) -> bool:
     return all(line.count(":") == FIELDS[db] - 1 for line in text.splitlines() if line)
 
 
+def leftover(name: str) -> tuple[str, str] | None:
+    """``(db, kind)`` when ``name`` is what an interrupted write leaves of a database file:
+    kind ``+``, ``lock``, a pid (``X.<pid>``), ``cio`` (``X.cioXXXXXX``) or ``tmp`` (our
+    ``.X.tmp-<8 hex>``).  String tests, not a regex: this runs on every install."""
+    if name.startswith("."):
+        db, _, rest = name[1:].partition(".tmp-")
+        hexdigits = len(rest) == 8 and all(c in "0123456789abcdef" for c in rest)
+        return (db, "tmp") if db in DBS and hexdigits else None
+    for db in DBS:
+        rest = name.removeprefix(db)
+        if rest == name:
+            continue
+        if rest in ("+", ".lock"):
+            return db, rest.lstrip(".")
+        if rest[:1] == "." and rest[1:].isascii() and rest[1:].isdigit():
+            return db, rest[1:]
+        if rest.startswith(".cio") and len(rest) == 10:
+            return db, "cio"
+    return None
+
+
 def _read(path: Path) -> str | None:
     """The text, or None when missing (or unreadable: a dry run as a user cannot judge it)."""
     try:
@@ -135,7 +151,7 @@ def diagnose(etc: Path) -> Damage | None:
         listing = os.listdir(etc)  # noqa: PTH208 - names only: no Path object per entry
     except FileNotFoundError:
         return None
-    leftovers = sorted(n for n in listing if _LEFTOVER.match(n))
+    leftovers = sorted(n for n in listing if leftover(n))
     texts = {db: _read(etc / db) for db in DBS}
     if not leftovers and not _unmatched(texts):
         return None
@@ -143,25 +159,24 @@ def diagnose(etc: Path) -> Damage | None:
     busy = ""
     locks: dict[str, int] = {}  # db -> mtime of its stale lock
     for name in leftovers:
-        match = _LEFTOVER.match(name)
-        assert match is not None  # noqa: S101 - filtered above
+        db, kind = leftover(name) or ("", "")
         path = etc / name
         try:
             st = path.lstat()
         except FileNotFoundError:
             continue
-        if name.endswith(".lock"):
+        if kind == "lock":
             pid = _lock_pid(path)
-        elif match["pid"]:
-            pid = int(match["pid"])  # a lock being taken (or a dead taker's temp name)
+        elif kind.isdigit():
+            pid = int(kind)  # a lock being taken (or a dead taker's temp name)
         else:
             continue
         if pid is not None and holds(pid, st.st_mtime_ns):
             busy = busy or (
                 f"{etc / name} belongs to process {pid}, a shadow-utils command still running"
             )
-        elif name.endswith(".lock"):
-            locks[match["db"]] = st.st_mtime_ns
+        elif kind == "lock":
+            locks[db] = st.st_mtime_ns
 
     restore = []
     after = dict(texts)

@@ -65,6 +65,27 @@ def _without(path: Path, name: str) -> None:
     path.write_text("".join(line for line in lines if not line.startswith(f"{name}:")))
 
 
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [
+        ("gshadow+", ("gshadow", "+")),
+        ("passwd.lock", ("passwd", "lock")),
+        ("shadow.11651", ("shadow", "11651")),
+        ("group.cioAb12Z9", ("group", "cio")),
+        (".passwd.tmp-0123abcd", ("passwd", "tmp")),
+        ("passwd-", None),  # the backup: kept
+        ("gshadow", None),
+        ("shadow.\u0661\u0662", None),  # digits, but not ASCII ones
+        ("group.cio1", None),
+        (".pwd.lock", None),  # lckpwdf's: permanent
+        (".passwd.tmp-0123ABCD", None),
+        ("subuid.lock", None),
+    ],
+)
+def test_the_leftover_names(name: str, found: tuple[str, str] | None) -> None:
+    assert accountsdb.leftover(name) == found
+
+
 def test_a_sound_database_needs_no_repair(converged: Converged) -> None:
     assert accountsdb.diagnose(converged.ref / "etc") is None
 
