@@ -67,6 +67,7 @@ FIELDS = {"passwd": 7, "shadow": 9, "group": 4, "gshadow": 4}
 FIXERS = {"shadow": "pwconv", "gshadow": "grpconv"}
 LCKPWDF_FILE = ".pwd.lock"
 LCKPWDF_WAIT_S = 15.0  # what glibc's lckpwdf waits
+PID_MAX = 1 << 22  # the kernel's limit for pid_max
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,8 @@ def holds(pid: int, since_ns: int) -> bool:
     After a reboot, a lock's pid often names some new process: one that started later is not
     the holder.  /proc/stat's ``btime`` has one-second resolution, hence the slack.
     """
+    if not 0 < pid <= PID_MAX:
+        return False  # no process's (kill(0, 0) would even signal our own process group)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

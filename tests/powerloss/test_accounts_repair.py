@@ -110,12 +110,18 @@ def test_a_lock_a_running_command_holds_is_waited_for_not_broken(
     assert content(root) == content(converged.ref)
 
 
-@pytest.mark.parametrize("kind", ["pid reused after a reboot", "no pid"])
+@pytest.mark.parametrize(
+    "kind", ["pid reused after a reboot", "no pid", "pid 0", "a pid past pid_max"]
+)
 def test_a_stale_lock_is_removed(converged: Converged, tmp_path: Path, kind: str) -> None:
     root = copy_tree(converged.ref, tmp_path / "root")
     lock = root / "etc/passwd.lock"
     if kind == "no pid":
         lock.write_bytes(b"")
+    elif kind == "pid 0":
+        lock.write_bytes(b"0\0")
+    elif kind == "a pid past pid_max":
+        lock.write_bytes(b"99999999999999999999\0")
     else:
         # A live pid (this very process) that started after the lock was written.
         lock.write_bytes(f"{os.getpid()}\0".encode())
