@@ -114,6 +114,22 @@ def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path, mode: int = 0o755) -> bool:
+    """``mkdir -p``, durably: each directory made is synced into its parent (a new directory's
+    name is an entry of the parent, which only the parent's fsync makes durable).  True when
+    anything was made."""
+    missing: list[Path] = []
+    here = path
+    while not here.is_dir():
+        missing.append(here)
+        here = here.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir(mode=mode)
+        fsync_dir(new.parent)
+    return bool(missing)
+
+
 def ensure_dir(path: Path, *, mode: int = 0o755, uid: int = -1, gid: int = -1) -> bool:
     """Create ``path`` (and parents) and set its mode/owner; True when anything changed."""
     changed = False

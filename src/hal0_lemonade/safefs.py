@@ -125,6 +125,7 @@ def open_root_dir(layout: Layout, parts: Sequence[str], *, create: bool) -> int:
                     raise
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, 0o755, dir_fd=fd)
+                os.fsync(fd)  # a new directory is an entry of its parent: durable by its fsync
                 child = os.open(name, DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):

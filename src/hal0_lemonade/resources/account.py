@@ -2,14 +2,17 @@
 
 The accounts database is read from ``<root>/etc/passwd`` and ``<root>/etc/group`` by a pure
 parser; changes go through groupadd/useradd/usermod (with ``--prefix <root>`` for a sandbox
-root), so a real install and a sandbox install run the same code.
+root), so a real install and a sandbox install run the same code.  What a killed or power-cut
+shadow-utils command left is rolled back first (:mod:`hal0_lemonade.accountsdb`), and what a
+command wrote is synced before the step goes on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from hal0_lemonade import fsops, safefs, statedirs
+from hal0_lemonade import accountsdb, fsops, safefs, statedirs
 from hal0_lemonade.layout import SERVICE_GROUP, SERVICE_USER, HostPath, Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.runner import CommandRunner
@@ -125,6 +128,19 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
         f"`useradd --system --user-group --home-dir /var/lib/hal0 --shell {NOLOGIN} hal0`",
     )
     prefix = _prefix(layout)
+    etc = layout.at("/etc").real
+
+    damage = accountsdb.diagnose(etc)
+    if damage is not None:
+
+        def repair() -> str:
+            return accountsdb.repair(etc, runner, host=layout.is_host_root, root=layout.root)
+
+        step.actions.append(Action(f"repair the accounts database: {damage.summary()}", repair))
+        # Plan against the database as the repair leaves it: a rolled-back useradd runs again.
+        accounts = Accounts(
+            parse_passwd(damage.after["passwd"]), parse_group(damage.after["group"])
+        )
 
     if not layout.is_host_root:
         # An empty sandbox root has no accounts database for the shadow tools to edit.
@@ -136,8 +152,8 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
         if missing:
 
             def seed_db() -> None:
+                fsops.make_dirs(etc)
                 for path in missing:
-                    path.real.parent.mkdir(parents=True, exist_ok=True)
                     mode = 0o644 if path.host.name in {"passwd", "group"} else 0o640
                     fsops.atomic_write(path.real, b"", mode=mode)
 
@@ -164,12 +180,12 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
             what += f" and group {SERVICE_GROUP}"
         if missing_groups:
             what += f", in {', '.join(missing_groups)} (GPU access)"
-        step.actions.append(_command(what, argv, runner))
+        step.actions.append(_command(what, argv, runner, etc))
         missing_groups = []
     else:
         if not has_group:
             argv = ["groupadd", *prefix, "--system", SERVICE_GROUP]
-            step.actions.append(_command(f"create system group {SERVICE_GROUP}", argv, runner))
+            step.actions.append(_command(f"create system group {SERVICE_GROUP}", argv, runner, etc))
         if user.shell != NOLOGIN and not user.shell.endswith("/false"):
             step.notes.append(f"user {SERVICE_USER} exists with login shell {user.shell}")
 
@@ -177,7 +193,10 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
         argv = ["usermod", *prefix, "--append", "--groups", ",".join(missing_groups), SERVICE_USER]
         step.actions.append(
             _command(
-                f"add {SERVICE_USER} to {', '.join(missing_groups)} (GPU access)", argv, runner
+                f"add {SERVICE_USER} to {', '.join(missing_groups)} (GPU access)",
+                argv,
+                runner,
+                etc,
             )
         )
 
@@ -199,9 +218,12 @@ def plan(layout: Layout, accounts: Accounts, runner: CommandRunner) -> Step:
     return step
 
 
-def _command(summary: str, argv: list[str], runner: CommandRunner) -> Action:
+def _command(summary: str, argv: list[str], runner: CommandRunner, etc: Path) -> Action:
     def run() -> str:
         runner.run(argv)
+        # Durable before anything builds on it: shadow-utils does not sync /etc (its renames
+        # and lock removals), and a power cut must not take back an account we reported.
+        accountsdb.sync(etc)
         return summary
 
     return Action(summary, run, diff="$ " + " ".join(argv) + "\n")

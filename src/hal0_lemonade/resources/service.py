@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hal0_lemonade import health
+from hal0_lemonade import fsops, health
 from hal0_lemonade.errors import ServiceError
 from hal0_lemonade.layout import SERVICE_NAME, Layout
 from hal0_lemonade.plan import Action, Step
@@ -66,6 +66,24 @@ def _act(summary: str, argv: list[str], runner: CommandRunner) -> Action:
     return Action(summary, run, diff="$ " + " ".join(argv) + "\n")
 
 
+def _enable(summary: str, argv: list[str], layout: Layout, runner: CommandRunner) -> Action:
+    """``systemctl enable``, then durable: systemctl does not sync the wants link it makes, and
+    a power cut that drops it leaves a service that no longer starts at boot although the
+    install said it was enabled."""
+    wants = layout.wants_link.real.parent
+
+    def run() -> str:
+        created = not wants.is_dir()
+        runner.run(argv, timeout=120)
+        if wants.is_dir():
+            fsops.fsync_dir(wants)
+            if created:  # the directory itself is a new entry of its parent
+                fsops.fsync_dir(wants.parent)
+        return summary
+
+    return Action(summary, run, diff="$ " + " ".join(argv) + "\n")
+
+
 def plan(
     layout: Layout,
     state: ServiceState,
@@ -88,7 +106,9 @@ def plan(
     if not layout.is_host_root:
         if not state.enabled:
             argv = ["systemctl", f"--root={layout.root}", "enable", SERVICE_NAME]
-            step.actions.append(_act(f"enable {SERVICE_NAME} (wants link)", argv, runner))
+            step.actions.append(
+                _enable(f"enable {SERVICE_NAME} (wants link)", argv, layout, runner)
+            )
         reason = f"not started: no systemd runs under --root {layout.root}"
         step.ok_detail = f"enabled; {reason}"
         step.verify = lambda: reason
@@ -106,7 +126,8 @@ def plan(
         return step
 
     if not state.enabled:
-        step.actions.append(_act("enable", ["systemctl", "enable", SERVICE_NAME], runner))
+        argv = ["systemctl", "enable", SERVICE_NAME]
+        step.actions.append(_enable("enable", argv, layout, runner))
     if not state.active:
 
         def start_it() -> str:
