@@ -85,13 +85,21 @@ def _dotted(doc: Mapping[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def _has(doc: Mapping[str, Any], dotted: str) -> bool:
+_ABSENT = object()
+
+
+def dig(doc: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """The value at a dotted key ("llamacpp.args"), or ``default`` where any part is absent."""
     node: Any = doc
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return False
+            return default
         node = node[part]
-    return True
+    return node
+
+
+def _has(doc: Mapping[str, Any], dotted: str) -> bool:
+    return dig(doc, dotted, _ABSENT) is not _ABSENT
 
 
 def parse(raw: bytes) -> tuple[dict[str, Any] | None, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -62,15 +62,6 @@ class Inspection:
         return health.get_health(LISTEN_HOST, self.port)
 
 
-def _dig(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def config_problems(
     config: dict[str, object],
     port: int = opconfig.DEFAULT_PORT,
@@ -101,10 +92,10 @@ def config_problems(
         want = f"--parallel 1 --threads N{' ' + extra if extra else ''}"
         problems.append(f"llamacpp.args is {args!r}, not {want!r}")
     for dotted in opconfig.DAEMON_KEYS:
-        if dotted in operator.values and _dig(config, dotted) != operator.values[dotted]:
+        found = configschema.dig(config, dotted)
+        if dotted in operator.values and found != operator.values[dotted]:
             problems.append(
-                f"{dotted} is {_dig(config, dotted)!r}, {operator.path} asks "
-                f"{operator.values[dotted]!r}"
+                f"{dotted} is {found!r}, {operator.path} asks {operator.values[dotted]!r}"
             )
     return problems
 

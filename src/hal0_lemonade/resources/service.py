@@ -8,24 +8,15 @@ from dataclasses import dataclass
 
 from hal0_lemonade import fsops, health
 from hal0_lemonade.errors import ServiceError
+from hal0_lemonade.hostfacts import show, systemd_running
 from hal0_lemonade.layout import SERVICE_NAME, Layout
 from hal0_lemonade.plan import Action, Step
-from hal0_lemonade.resources.unit import systemd_running
 from hal0_lemonade.runner import CommandRunner
 
 STEP = "Service start"
 JOURNAL_HINT = (
     "see `journalctl -u hal0-lemonade -n 50`; the installed files are in place, so fix the "
     "cause and re-run, or `systemctl restart hal0-lemonade`"
-)
-_PROPS = (
-    "LoadState",
-    "ActiveState",
-    "SubState",
-    "UnitFileState",
-    "MainPID",
-    "NRestarts",
-    "ExecMainStatus",
 )
 
 
@@ -39,15 +30,6 @@ class ServiceState:
     @property
     def active(self) -> bool:
         return self.props.get("ActiveState") in {"active", "activating", "reloading"}
-
-
-def parse_show(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def show(runner: CommandRunner) -> dict[str, str]:
-    argv = ["systemctl", "show", *(f"--property={p}" for p in _PROPS), SERVICE_NAME]
-    return parse_show(runner.run(argv, check=False).stdout)
 
 
 def probe(layout: Layout, runner: CommandRunner, host: str, port: int) -> ServiceState:

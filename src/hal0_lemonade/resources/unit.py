@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 
 from hal0_lemonade import fsops, pkgdata
+from hal0_lemonade.hostfacts import systemd_running
 from hal0_lemonade.layout import SERVICE_NAME, Layout
 from hal0_lemonade.plan import Action, Step, file_diff
 from hal0_lemonade.runner import CommandRunner
@@ -25,11 +26,6 @@ def render(*, host: str, port: int, cpus: int) -> bytes:
         host=host, port=port, cpus=cpus, cpu_quota=CPU_SHARE_PERCENT * cpus
     )
     return text.encode()
-
-
-def systemd_running(layout: Layout) -> bool:
-    """sd_booted(): is systemd PID 1 of the host we act on?"""
-    return layout.is_host_root and layout.at("/run/systemd/system").real.is_dir()
 
 
 def plan(layout: Layout, desired: bytes, runner: CommandRunner) -> Step:
