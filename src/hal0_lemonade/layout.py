@@ -57,6 +57,12 @@ class Layout:
         return self.at("/opt/lemonade.releases/previous")
 
     @property
+    def no_start(self) -> HostPath:
+        """Root's record that the install ran with --no-start: status then shows the service
+        as not started on purpose instead of failing on it."""
+        return self.at("/opt/lemonade.releases/no-start")
+
+    @property
     def daemon(self) -> HostPath:
         return self.at("/opt/lemonade/lemond")
 

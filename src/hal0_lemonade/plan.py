@@ -40,14 +40,21 @@ class Step:
     name: str
     actions: list[Action] = field(default_factory=list)
     ok_detail: str = ""  # what holds when there is nothing to do
-    skip_reason: str = ""  # non-empty: the step does not apply (e.g. --no-start)
+    # Non-empty: the step's work does not apply (e.g. --no-start); its actions, if any, only
+    # record that (the --no-start record status reads).
+    skip_reason: str = ""
     hint: str = ""  # recovery hint for any failure in this step
     verify: Callable[[], str] | None = None  # runs after the actions; raises on failure
     notes: list[str] = field(default_factory=list)  # warnings shown with the step
 
     @property
     def changes(self) -> bool:
-        return bool(self.actions) and not self.skip_reason
+        return bool(self.actions)
+
+    @property
+    def skipped(self) -> bool:
+        """Nothing at all to do or check: shown as 'skipped'."""
+        return bool(self.skip_reason) and not self.actions
 
 
 @dataclass
@@ -137,13 +144,13 @@ def apply(steps: Sequence[Step], version: str, reporter: Reporter) -> Result:
 
 
 def _run_step(step: Step) -> StepResult:
-    if step.skip_reason:
+    if step.skipped:
         return StepResult(step.name, Status.SKIPPED, step.skip_reason)
-    details: list[str] = []
+    details: list[str] = [step.skip_reason]
     for action in step.actions:
         detail = action.run()
         details.append(detail or action.summary)
-    if step.verify is not None:
+    if step.verify is not None and not step.skip_reason:
         details.append(step.verify())
     status = Status.CHANGED if step.actions else Status.OK
     text = "; ".join(d for d in details if d) or step.ok_detail

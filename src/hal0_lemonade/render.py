@@ -132,7 +132,7 @@ class Human:
         self._line(f"Dry run: nothing is changed. The {plan.command} would do this:")
         for index, step in enumerate(plan.steps, start=1):
             label = self.numbering.label(index, len(plan.steps))
-            if step.skip_reason:
+            if step.skipped:
                 verdict, detail = "skipped", step.skip_reason
             elif step.actions:
                 verdict, detail = "change", f"{len(step.actions)} action(s)"
@@ -141,8 +141,6 @@ class Human:
             self._line(f"{label} {step.name:<{_WIDTH}} {verdict:<8} {escape(detail)}")
             for note in step.notes:
                 self._line(f"      warning: {escape(note)}")
-            if step.skip_reason:
-                continue
             for action in step.actions:
                 self._line(f"    - {escape(action.summary)}")
                 if action.diff:
@@ -257,7 +255,7 @@ def result_json(result: Result, steps: Sequence[Step] | None = None) -> dict[str
     if steps is not None:  # a dry run: say what each step would do
         doc["dry_run"] = True
         for entry, step in zip(doc["steps"], steps, strict=True):
-            entry["actions"] = [a.summary for a in step.actions if not step.skip_reason]
+            entry["actions"] = [a.summary for a in step.actions]
     return doc
 
 
@@ -265,7 +263,7 @@ def plan_result(plan: Plan) -> Result:
     """The Result a dry run reports: 'changed' for steps that would change."""
     result = Result(plan.version)
     for step in plan.steps:
-        if step.skip_reason:
+        if step.skipped:
             result.steps.append(StepResult(step.name, Status.SKIPPED, step.skip_reason))
         elif step.actions:
             detail = "would: " + "; ".join(a.summary for a in step.actions)

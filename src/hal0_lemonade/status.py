@@ -211,6 +211,11 @@ def unit_check(i: Inspection) -> Check:
     return Check("unit", same, f"{i.layout.unit} {verdict}", hint)
 
 
+def _held(i: Inspection, name: str, what: str) -> Check:
+    """A service the install was told not to start is not a failure (n/a, and why)."""
+    return Check(name, None, f"{what}: installed with --no-start ({i.layout.no_start})")
+
+
 def enabled_check(i: Inspection) -> Check:
     props = i.host.service
     enabled = (
@@ -218,6 +223,8 @@ def enabled_check(i: Inspection) -> Check:
         if i.host.systemd
         else i.layout.wants_link.real.is_symlink()
     )
+    if not enabled and service.held(i.layout):
+        return _held(i, "enabled", "not enabled")
     return Check(
         "enabled",
         enabled,
@@ -230,6 +237,8 @@ def active_check(i: Inspection) -> Check:
     if i.host.no_systemd:
         return Check("active", None, i.host.no_systemd)
     state = i.host.service.get("ActiveState", "unknown")
+    if state != "active" and not i.host.running and service.held(i.layout):
+        return _held(i, "active", state)
     detail = f"{state} (MainPID {i.host.main_pid})"
     return Check("active", state == "active", detail, service.JOURNAL_HINT)
 
@@ -237,6 +246,8 @@ def active_check(i: Inspection) -> Check:
 def healthy_check(i: Inspection) -> Check:
     if i.host.no_systemd:
         return Check("healthy", None, i.host.no_systemd)
+    if not i.host.running and service.held(i.layout):
+        return _held(i, "healthy", "not started")
     answer = i.health
     stranger = _stranger_on(i.port, i.host.main_pid) if answer else ""
     if stranger:

@@ -36,6 +36,24 @@ def test_dry_run_on_a_fresh_host_changes_nothing(fresh: Container, e2e: E2E) -> 
     assert fresh.run(["ss", "-H", "-ltn", "sport", "= :13305"]).stdout.strip() == ""
 
 
+def test_no_start_is_reported_as_deliberate(fresh: Container, e2e: E2E) -> None:
+    """--no-start installs the files only; status says the service is off on purpose (n/a,
+    exit 0) instead of failing on enabled, active and healthy."""
+    result = fresh.install(*e2e.releases.args(e2e.releases.base), "--no-start")
+    service = next(s for s in result["steps"] if s["name"] == "Service start")
+    assert service["status"] == "changed", service
+    assert service["detail"].startswith("--no-start: service not enabled or started"), service
+    assert fresh.exists(UNIT_FILE)
+    assert fresh.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "disabled"
+    assert fresh.show("ActiveState") == "inactive"
+    report = fresh.status(expect_rc=0)
+    held = {c["name"]: c for c in report["checks"] if c["ok"] is None}
+    assert sorted(held) == ["active", "enabled", "healthy"], report
+    for check in held.values():
+        assert "installed with --no-start" in check["detail"], check
+    assert fresh.exists("/opt/lemonade.releases/no-start")
+
+
 def test_release_whose_daemon_cannot_start(fresh: Container, e2e: E2E) -> None:
     broken = e2e.releases.broken
     result = fresh.install(*e2e.releases.args(broken), expect_rc=1)
@@ -55,6 +73,7 @@ def test_release_whose_daemon_cannot_start(fresh: Container, e2e: E2E) -> None:
         assert fresh.exists(path), path
     assert fresh.run(["id", "-u", "hal0"], check=False).returncode == 0
     assert fresh.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "enabled"
+    assert not fresh.exists("/opt/lemonade.releases/no-start")  # started now: no record
     assert fresh.status(expect_rc=1)["ok"] is False
     # The hint leads somewhere: the journal holds the daemon's own reason.
     assert "FAIL_AT_START" in fresh.journal()

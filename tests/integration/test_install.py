@@ -258,10 +258,13 @@ def test_install_from_a_local_path_and_a_file_url(
     base = ["install", "--root", root, "--sha256", s.release.sha256, "--json", "--no-start"]
     run = cli(*base, "--artifact", s.release.path)
     assert run.code == 0, run.err
-    assert run.step("Service start")["status"] == "skipped"
+    # The first --no-start run records it (status reads the record); later ones skip.
+    assert run.step("Service start")["status"] == "changed"
+    assert run.step("Service start")["detail"].startswith("--no-start: service not enabled")
     (root / "opt/lemonade/resources/defaults.json").unlink()
     run = cli(*base, "--artifact", s.release.path.as_uri())
     assert run.code == 0, run.err
+    assert run.step("Service start")["status"] == "skipped"
     assert (root / "opt/lemonade/resources/defaults.json").is_file()
     assert http_server.requests == []
 

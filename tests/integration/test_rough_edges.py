@@ -126,3 +126,33 @@ def test_a_reinstall_repairs_in_place_under_the_releases_own_name(
     kept = sorted(p.name for p in (root / "opt/lemonade.releases").iterdir())
     assert kept == sorted([name, previous, f"{previous}.config.json", "previous"]), kept
     assert cli("doctor", "--root", root, "--json").json["checks"][1]["ok"] is True
+
+
+def test_a_deliberate_no_start_is_not_a_failure_in_status(
+    cli: CLI, root: Path, served: Callable[..., Served]
+) -> None:
+    """``--no-start`` leaves the unit disabled on purpose: status says so (n/a) and passes;
+    a later install without it enables the service and drops the record."""
+    s = served()
+    assert cli(*install_args(root, s, "--no-start")).code == 0
+    record = root / "opt/lemonade.releases/no-start"
+    assert record.is_file() and record.stat().st_uid == 0
+    again = cli(*install_args(root, s, "--no-start"))
+    assert again.json["changed"] is False, again.out  # the record is not rewritten
+    for command in ("status", "doctor"):
+        run = cli(command, "--root", root, "--json")
+        assert run.code == 0, run.out
+        enabled = next(c for c in run.json["checks"] if c["name"] == "enabled")
+        assert enabled["ok"] is None
+        assert enabled["detail"] == (
+            "not enabled: installed with --no-start (/opt/lemonade.releases/no-start)"
+        )
+
+    dry = cli(*install_args(root, s, "--dry-run"))
+    assert "remove the --no-start record /opt/lemonade.releases/no-start" in json.dumps(dry.json)
+    assert record.is_file()
+    assert cli(*install_args(root, s)).code == 0
+    assert not record.exists()
+    run = cli("status", "--root", root, "--json")
+    enabled = next(c for c in run.json["checks"] if c["name"] == "enabled")
+    assert (enabled["ok"], enabled["detail"]) == (True, "enabled")

@@ -119,5 +119,8 @@ def check_reported(report: dict[str, Any], root: Path, ref: Path) -> None:
             unit = "etc/systemd/system/hal0-lemonade.service"
             assert _read(root / unit) == _read(ref / unit), lost
         elif name == "Service start":
-            assert (root / WANTS).is_symlink(), f"the enable link: {lost}"
-            assert (root / WANTS).readlink() == (ref / WANTS).readlink(), lost
+            record = "opt/lemonade.releases/no-start"
+            assert _read(root / record) == _read(ref / record), f"the --no-start record: {lost}"
+            if (ref / WANTS).is_symlink():
+                assert (root / WANTS).is_symlink(), f"the enable link: {lost}"
+                assert (root / WANTS).readlink() == (ref / WANTS).readlink(), lost

@@ -112,7 +112,8 @@ def test_a_cut_after_a_successful_run_loses_nothing_it_reported(
 # would make an earlier change durable too, so each of these is the one sync that can.
 # variant -> (start root, extra flags, a path removed from the start root)
 LAST_CHANGES = {
-    "fresh --no-start: the unit file": ("fresh", ["--no-start"], None),
+    "fresh --no-start: the --no-start record": ("fresh", ["--no-start"], None),
+    "the unit file written again": ("converged", [], "etc/systemd/system/hal0-lemonade.service"),
     # The start root's own thread count: the config does not change, only the release.
     "upgrade of the release alone: the live symlink": ("upgrade", ["--threads", OLD_THREADS], None),
     "a state dir made again": ("converged", [], "var/lib/hal0/models"),

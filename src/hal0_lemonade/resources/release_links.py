@@ -65,7 +65,7 @@ def unneeded(layout: Layout) -> list[Path]:
     releases = layout.releases.real
     if not releases.is_dir():
         return []
-    keep = {"previous"}
+    keep = {"previous", layout.no_start.real.name}
     shas: set[str] = set()
     for link in (layout.live.real, layout.previous.real):
         if link.is_symlink():

@@ -20,24 +20,56 @@ JOURNAL_HINT = (
 )
 
 
+NO_START_RECORD = b"install --no-start: the service is not enabled or started on purpose\n"
+
+
 @dataclass(frozen=True)
 class ServiceState:
     systemd: bool
     props: dict[str, str]
     enabled: bool
     healthy: bool
+    held: bool = False  # the --no-start record is there
 
     @property
     def active(self) -> bool:
         return self.props.get("ActiveState") in {"active", "activating", "reloading"}
 
 
+def held(layout: Layout) -> bool:
+    """Did the last install run with --no-start?  (Root's file in root's directory.)"""
+    return layout.no_start.real.is_file()
+
+
 def probe(layout: Layout, runner: CommandRunner, host: str, port: int) -> ServiceState:
     if not systemd_running(layout):
-        return ServiceState(False, {}, layout.wants_link.real.is_symlink(), False)
+        return ServiceState(False, {}, layout.wants_link.real.is_symlink(), False, held(layout))
     props = show(runner)
     healthy = props.get("ActiveState") == "active" and health.get_health(host, port) is not None
-    return ServiceState(True, props, props.get("UnitFileState") == "enabled", healthy)
+    enabled = props.get("UnitFileState") == "enabled"
+    return ServiceState(True, props, enabled, healthy, held(layout))
+
+
+def _record(layout: Layout, state: ServiceState, start: bool) -> Action | None:
+    """Write or drop the --no-start record so that status tells a deliberate stop from a
+    broken service."""
+    path = layout.no_start
+    if not start and not state.held:
+
+        def write() -> str:
+            fsops.atomic_write(path.real, NO_START_RECORD, mode=0o644)
+            return f"recorded --no-start in {path}"
+
+        return Action(f"record --no-start in {path}", write, diff=f"+ {path}\n")
+    if start and state.held:
+
+        def drop() -> str:
+            path.real.unlink(missing_ok=True)
+            fsops.fsync_dir(path.real.parent)
+            return f"removed {path}"
+
+        return Action(f"remove the --no-start record {path}", drop, diff=f"- {path}\n")
+    return None
 
 
 def _act(summary: str, argv: list[str], runner: CommandRunner) -> Action:
@@ -81,6 +113,9 @@ def plan(
 ) -> Step:
     """``roll_back`` (given after a version change) swaps the previous release back live."""
     step = Step(STEP, hint=JOURNAL_HINT)
+    record = _record(layout, state, start)
+    if record is not None:
+        step.actions.append(record)
     if not start:
         step.skip_reason = "--no-start: service not enabled or started"
         return step
