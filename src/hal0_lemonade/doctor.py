@@ -21,7 +21,7 @@ from hal0_lemonade.checks import Check, Report
 from hal0_lemonade.driver import Context
 from hal0_lemonade.errors import CommandError
 from hal0_lemonade.layout import SERVICE_USER
-from hal0_lemonade.resources import account, release
+from hal0_lemonade.resources import account, release_tree
 from hal0_lemonade.runner import CommandRunner, Identity
 from hal0_lemonade.status import INSTALL_HINT, Inspection
 
@@ -50,9 +50,9 @@ def _sha256(path: Path) -> str:
 
 def tree_problems(tree: Path) -> tuple[int, list[str]]:
     """Compare a release tree with its install manifest: (files checked, problems by name)."""
-    manifest = release.read_manifest(tree)
+    manifest = release_tree.read_manifest(tree)
     if manifest is None:
-        return 0, [f"{release.MANIFEST} is missing or unreadable"]
+        return 0, [f"{release_tree.MANIFEST} is missing or unreadable"]
     files, links = manifest.files, manifest.links
     problems: list[str] = []
     for rel, rec in files.items():
@@ -74,7 +74,7 @@ def tree_problems(tree: Path) -> tuple[int, list[str]]:
         path = tree / rel
         if not path.is_symlink() or str(path.readlink()) != target:
             problems.append(f"{rel}: symlink no longer points to {target}")
-    known = {*files, *links, release.MANIFEST, release.MARKER}
+    known = {*files, *links, release_tree.MANIFEST, release_tree.MARKER}
     for path in sorted(tree.rglob("*")):
         rel = path.relative_to(tree).as_posix()
         st = path.lstat()

@@ -8,7 +8,7 @@ import pytest
 
 from hal0_lemonade import cpus, releases
 from hal0_lemonade.errors import IntegrityError, UsageError
-from hal0_lemonade.resources import account, daemon_config, release
+from hal0_lemonade.resources import account, daemon_config, release_tree
 
 
 @pytest.mark.parametrize(
@@ -68,10 +68,10 @@ def test_hostile_versions_are_usage_errors(version: str) -> None:
 
 def test_marker_round_trip() -> None:
     pin = releases.Pin("10.6.0", "x", "ab" * 32, True, "pin")
-    version, fields = release.parse_marker(release.format_marker(pin))
+    version, fields = release_tree.parse_marker(release_tree.format_marker(pin))
     assert version == "10.6.0" and fields["sha256"] == "ab" * 32 and fields["verified"] == "yes"
-    assert release.parse_marker("10.5.0\n") == ("10.5.0", {})  # a seed-era marker
-    assert release.parse_marker("") == (None, {})
+    assert release_tree.parse_marker("10.5.0\n") == ("10.5.0", {})  # a seed-era marker
+    assert release_tree.parse_marker("") == (None, {})
 
 
 def test_merge_enforces_locked_and_keeps_the_rest() -> None:

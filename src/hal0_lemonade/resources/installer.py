@@ -20,7 +20,7 @@ from hal0_lemonade import archive, failpoints, fetch, fsops
 from hal0_lemonade.errors import ArchiveError, IntegrityError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.releases import Pin
-from hal0_lemonade.resources import preflight, release, release_links
+from hal0_lemonade.resources import preflight, release_links, release_tree
 from hal0_lemonade.resources.daemon_config import Target
 from hal0_lemonade.runner import CommandRunner, SubprocessRunner
 
@@ -79,11 +79,11 @@ class Installer:
             return None
         if live.is_symlink() and live.readlink().name == tree.name:
             return None
-        version, fields = release.marker_of(tree)
+        version, fields = release_tree.marker_of(tree)
         verified = fields.get("verified", "").startswith("yes")
         if (version, fields.get("sha256"), verified) != (pin.version, pin.sha256, pin.verified):
             return None
-        return tree if not release.intact(tree) else None
+        return tree if not release_tree.intact(tree) else None
 
     def install(self, pin: Pin, *, fresh: bool = False) -> str:
         """Install ``pin``; ``fresh`` re-extracts even when a tree of it is kept or live.
@@ -110,7 +110,7 @@ class Installer:
             release_links.go_live(self.layout, kept.name, self.target)
             release_links.prune(self.layout)
             return f"installed {pin.version} (the complete release kept in {kept.parent.name})"
-        staging = releases / f"{release.STAGING_PREFIX}{fsops.random_hex(4)}"
+        staging = releases / f"{release_tree.STAGING_PREFIX}{fsops.random_hex(4)}"
         staging.mkdir(mode=0o755)
         clock = _Phases(self.timings)
         try:
@@ -302,8 +302,8 @@ class Installer:
             "links": dict(sorted(extracted.links.items())),
         }
         # Plain writes: the staging tree is synced as a whole before it is renamed into view.
-        fsops.write_new(tree / release.MANIFEST, json.dumps(manifest, indent=1).encode())
-        fsops.write_new(tree / release.MARKER, release.format_marker(pin).encode())
+        fsops.write_new(tree / release_tree.MANIFEST, json.dumps(manifest, indent=1).encode())
+        fsops.write_new(tree / release_tree.MARKER, release_tree.format_marker(pin).encode())
 
 
 class _Phases:

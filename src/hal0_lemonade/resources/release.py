@@ -6,26 +6,22 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hal0_lemonade import archive, configschema, fetch
+from hal0_lemonade import configschema, fetch
 from hal0_lemonade.errors import FetchError
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.plan import Action, Step
 from hal0_lemonade.releases import Pin
 from hal0_lemonade.resources import config_history, preflight
 from hal0_lemonade.resources.daemon_config import Target
+from hal0_lemonade.resources.release_tree import intact, parse_marker
 
 if TYPE_CHECKING:
     from hal0_lemonade.resources.installer import Installer
 
 STEP = "Lemonade release"
-MANIFEST = ".hal0-manifest.json"
-MARKER = ".installed-version"
-STAGING_PREFIX = ".staging-"
 
 
 @dataclass(frozen=True)
@@ -36,58 +32,6 @@ class ReleaseState:
     sha256: str | None
     verified: bool
     problem: str  # empty when the tree is intact
-
-
-def format_marker(pin: Pin) -> str:
-    # Line 1 stays the bare version: that is all hal0's bash installer compares.
-    verified = "yes" if pin.verified else "no (HAL0_SKIP_LEMONADE_SHA=1)"
-    return f"{pin.version}\nsha256={pin.sha256}\nverified={verified}\n"
-
-
-def parse_marker(text: str) -> tuple[str | None, dict[str, str]]:
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        return None, {}
-    fields = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
-    return lines[0].strip(), fields
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What a release tree held when it was installed (``.hal0-manifest.json``)."""
-
-    files: dict[str, dict[str, Any]]  # name -> {"size", "sha256", "mode"}
-    links: dict[str, str]  # name -> target
-
-
-def read_manifest(tree: Path) -> Manifest | None:
-    """The tree's install manifest; None when it is missing or unreadable."""
-    try:
-        doc = json.loads((tree / MANIFEST).read_text())
-        files, links = doc["files"], doc.get("links", {})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(files, dict) or not isinstance(links, dict):
-        return None
-    return Manifest(files, links)
-
-
-def intact(tree: Path) -> str:
-    """Cheap integrity check (stat only): required files and the recorded sizes."""
-    for required in archive.REQUIRED_FILES:
-        if not (tree / required).is_file():
-            return f"{required} is missing"
-    manifest = read_manifest(tree)
-    if manifest is None:
-        return "the install manifest is missing or unreadable"
-    for rel, rec in manifest.files.items():
-        try:
-            st = (tree / rel).lstat()
-        except OSError:
-            return f"{rel} is missing"
-        if st.st_size != rec["size"]:
-            return f"{rel} changed size"
-    return ""
 
 
 def probe(layout: Layout) -> ReleaseState:
@@ -223,10 +167,3 @@ def check_source(layout: Layout, pin: Pin) -> None:
             f"artifact is not a file: {path}",
             hint="--artifact names the .tar.gz archive itself, not its directory",
         )
-
-
-def marker_of(tree: Path) -> tuple[str | None, dict[str, str]]:
-    try:
-        return parse_marker((tree / MARKER).read_text())
-    except OSError:
-        return None, {}

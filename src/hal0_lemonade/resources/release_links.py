@@ -16,7 +16,7 @@ from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.layout import Layout
 from hal0_lemonade.resources import config_history
 from hal0_lemonade.resources.daemon_config import Target
-from hal0_lemonade.resources.release import STAGING_PREFIX, intact, marker_of
+from hal0_lemonade.resources.release_tree import STAGING_PREFIX, intact, marker_of
 
 
 def go_live(
