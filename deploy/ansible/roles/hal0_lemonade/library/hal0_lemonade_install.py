@@ -1,9 +1,10 @@
 #!/usr/bin/python
 """Ansible module: run ``hal0-lemonade install --json`` and map its result to Ansible.
 
-The installer is the single implementation; this module only translates. It runs the CLI
-from the host's hal0-lemonade venv as a subprocess (the module itself runs under whatever
-interpreter Ansible picked and imports nothing but the stdlib and Ansible's module_utils).
+The installer is the single implementation; this module only translates. It runs the
+installer the role pushed (the one-file ``hal0-lemonade.pyz``) as a subprocess, with the
+host's own python3; the module itself runs under whatever interpreter Ansible picked and
+imports nothing but the stdlib and Ansible's module_utils.
 
 - ``changed`` is the installer's ``changed``, nothing else.
 - Check mode runs ``--dry-run``: ``changed`` is the plan's ``changed`` and ``actions`` lists
@@ -30,9 +31,15 @@ description:
   - A failure fails the task with the installer's error message, which names the step.
 options:
   executable:
-    description: Path of the C(hal0-lemonade) console script on the host.
+    description: Path of the installer on the host (the pushed C(hal0-lemonade.pyz)).
     type: path
-    default: /opt/hal0-lemonade/venv/bin/hal0-lemonade
+    default: /usr/local/sbin/hal0-lemonade
+  interpreter:
+    description:
+      - The Python that runs I(executable) (3.11 or later); a bare name is looked up on PATH.
+      - Empty runs I(executable) itself, through its shebang.
+    type: str
+    default: python3
   root:
     description: Install into this directory as if it were C(/) (C(--root)). Absolute.
     type: path
@@ -58,7 +65,7 @@ options:
 EXAMPLES = r"""
 - name: Install the pinned release and start the service
   hal0_lemonade_install:
-    executable: /opt/hal0-lemonade/venv/bin/hal0-lemonade
+    executable: /usr/local/sbin/hal0-lemonade
 
 - name: Install from a mirror with a pinned digest, files only
   hal0_lemonade_install:
@@ -105,7 +112,9 @@ NOT_INSTALLED = "hal0-lemonade is not installed at {path} yet"
 
 def build_argv(params: Mapping[str, Any], check_mode: bool) -> list[str]:
     """The installer's command line for the module's parameters."""
-    argv = [str(params["executable"]), "install", "--json", "--root", str(params["root"])]
+    interpreter = params.get("interpreter") or ""
+    argv = [interpreter] if interpreter else []
+    argv += [str(params["executable"]), "install", "--json", "--root", str(params["root"])]
     for option in ("version", "artifact", "sha256", "threads"):
         value = params.get(option)
         if value is not None and value != "":
@@ -178,10 +187,28 @@ def interpret(rc: int, stdout: str, stderr: str, *, dry_run: bool) -> tuple[bool
     return True, result
 
 
+def _interpreter(module: Any, name: str) -> str | None:
+    """The interpreter's path on the host ("" when the executable runs by its shebang), or
+    None when there is none: a bare name is looked up as the shell would (and in the sbin
+    directories), a path must be executable."""
+    if not name:
+        return ""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) else None
+    found: str | None = module.get_bin_path(name)
+    return found
+
+
+def _present(executable: str, direct: bool) -> bool:
+    """The installer is there to run: a file, executable when it runs by its shebang."""
+    return Path(executable).is_file() and os.access(executable, os.X_OK if direct else os.R_OK)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "executable": {"type": "path", "default": "/opt/hal0-lemonade/venv/bin/hal0-lemonade"},
+            "executable": {"type": "path", "default": "/usr/local/sbin/hal0-lemonade"},
+            "interpreter": {"type": "str", "default": "python3"},
             "root": {"type": "path", "default": "/"},
             "version": {"type": "str"},
             "artifact": {"type": "str"},
@@ -191,13 +218,23 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    params = module.params
+    params = dict(module.params)
     argv = build_argv(params, module.check_mode)
     if not Path(params["root"]).is_absolute():
         module.fail_json(msg=f"root must be an absolute path, got {params['root']!r}", cmd=argv)
-    if not os.access(params["executable"], os.X_OK):
+    interpreter = _interpreter(module, params["interpreter"] or "")
+    if interpreter is None:
+        # Fails in check mode too: the real run could not start the installer either.
+        module.fail_json(
+            msg=f"no {params['interpreter']} on the host to run the installer with: hosts need "
+            "python3 3.11 or later (the role's hal0_lemonade_interpreter names it)",
+            cmd=argv,
+        )
+    params["interpreter"] = interpreter
+    argv = build_argv(params, module.check_mode)
+    if not _present(params["executable"], direct=not interpreter):
         if module.check_mode:
-            # First run on this host: the package task did not run in check mode either.
+            # First run on this host: the push task did not run in check mode either.
             module.exit_json(
                 changed=True,
                 dry_run=True,
@@ -209,7 +246,7 @@ def main() -> None:
             )
         module.fail_json(
             msg=NOT_INSTALLED.format(path=params["executable"])
-            + " (the role's package tasks install it)",
+            + " (the role's push task puts it there)",
             cmd=argv,
         )
     rc, stdout, stderr = module.run_command(argv)
