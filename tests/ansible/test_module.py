@@ -141,6 +141,20 @@ def test_exit_code_and_json_disagree(module: ModuleType) -> None:
     assert "exited 1 although its JSON says ok" in result["msg"]
 
 
+def test_pending_push_reports_the_release_step_only(module: ModuleType) -> None:
+    params = {**PARAMS, "version": "10.6.1", "artifact": "/var/cache/hal0-lemonade/a.tar.gz"}
+    result = module.pending_push(params, ["python3", "x", "install"])
+    assert result["changed"] is True
+    assert result["dry_run"] is True
+    assert result["actions"] == [
+        f"Lemonade release: install Lemonade 10.6.1 from {params['artifact']} once pushed"
+    ]
+    assert result["msg"].startswith("Lemonade 10.6.1: would change: Lemonade release")
+    assert module.pending_push({**params, "version": None}, [])["msg"].startswith(
+        "the pinned release: would change"
+    )
+
+
 def _run_module(tmp_path: Path, check_mode: bool = False, **args: Any) -> dict[str, Any]:
     """The module as Ansible runs it on a host: its own process, arguments in a JSON file."""
     args_file = tmp_path / "args.json"

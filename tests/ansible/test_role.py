@@ -126,6 +126,10 @@ def test_check_mode_changes_nothing_and_reports_what_would(provisioned: Provisio
             "fresh",
             hal0_lemonade_artifact_url=provisioned.hosts["mirror"]["hal0_lemonade_artifact_url"],
         ),
+        # A new host fed from the control node: the archive is not there to plan from yet.
+        "fresh-pushed": fleet.host_vars(
+            "fresh-pushed", hal0_lemonade_artifact_src=str(fleet.release.path)
+        ),
         # A host that has nothing at all yet, not even the installer.
         "bare": fleet.host_vars(
             "bare",
@@ -151,6 +155,17 @@ def test_check_mode_changes_nothing_and_reports_what_would(provisioned: Provisio
     for step in ("Lemonade release", "Service account", "Daemon config", "systemd unit"):
         assert step in steps
     assert run.changed("fresh") == [INSTALL_TASK]
+
+    # The archive push would happen; check mode reports it without copying, and the install
+    # reports the release it would bring rather than failing on the archive not yet there.
+    fresh_pushed = run.task("fresh-pushed", INSTALL_TASK)["result"]
+    assert fresh_pushed["changed"] is True
+    assert fresh_pushed["dry_run"] is True
+    assert fresh_pushed["actions"] == [
+        f"Lemonade release: install Lemonade 10.6.0 from "
+        f"{fleet.sandbox / 'cache' / 'fresh-pushed' / fleet.release.name} once pushed"
+    ]
+    assert "hal0_lemonade : Push the Lemonade archive" in " ".join(run.changed("fresh-pushed"))
 
     bare = run.task("bare", INSTALL_TASK)["result"]
     assert bare["changed"] is True
