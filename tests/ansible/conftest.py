@@ -1,9 +1,10 @@
 """Fixtures for driving the Ansible role with the real ansible-core against localhost.
 
 Every host is ``localhost`` over the local connection, each with its own sandbox ``--root``
-under a temp dir. The role's package path runs for real: the project wheel (built from a
-copy of this checkout) and its dependency wheels are pushed into a venv under the temp dir,
-created by the host's own python3, exactly as on a fleet host.
+under a temp dir. The role pushes the installer for real: the one-file pyz that
+``bash scripts/pyz`` builds from this checkout is checked against its pinned digest, copied
+into the sandbox's stand-in for /usr/local/sbin, and run there by the host's own python3
+(Debian's /usr/bin/python3, no venv, nothing installed), exactly as on a fleet host.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,40 +32,60 @@ ANSIBLE_DIR = PROJECT_DIR / "deploy" / "ansible"
 SITE_PLAYBOOK = ANSIBLE_DIR / "examples" / "site.yml"
 CALLBACK_DIR = Path(__file__).resolve().parent / "callback_plugins"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-# The host's python3 (the one this venv was made from): what the role's venv is made with.
+# The host's python3 (the one this venv was made from): what runs the pushed pyz.
 HOST_PYTHON = Path(sys.base_prefix) / "bin" / "python3"
 INSTALL_TASK = "hal0_lemonade : Install Lemonade as the hal0-lemonade service"
-PIP_TASK = "hal0_lemonade : Install hal0-lemonade into the venv"
+PYZ_CHECK_TASK = "hal0_lemonade : Check the installer against hal0_lemonade_pyz_sha256"
+PUSH_TASK = "hal0_lemonade : Push the installer (hal0-lemonade.pyz)"
 PLAY_TIMEOUT = 300
 
-_NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", ".cache", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests"
-)
+
+@dataclass(frozen=True)
+class Pyz:
+    """A one-file installer on the control node and the SHA-256 an operator pins for it."""
+
+    path: Path
+    sha256: str
 
 
-def _run(argv: list[str | Path], what: str) -> None:
-    done = subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(f"{what} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="session")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """hal0_lemonade-*.whl plus every dependency wheel: what an air-gapped fleet pushes."""
-    work = tmp_path_factory.mktemp("wheels")
-    # Built from a copy: setuptools writes build/ and *.egg-info into the source tree, and
-    # other work may be editing the checkout meanwhile.
-    source = work / "source"
-    shutil.copytree(PROJECT_DIR, source, ignore=_NOT_SOURCE, symlinks=True)
-    out = work / "wheels"
-    pip = [sys.executable, "-m", "pip"]
-    _run([*pip, "wheel", "-q", "--no-deps", "-w", out, source], "pip wheel --no-deps")
-    (wheel,) = out.glob("hal0_lemonade-*.whl")
-    _run([*pip, "download", "-q", "--only-binary=:all:", "-d", out, wheel], "pip download")
-    shutil.rmtree(source)
-    return out
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Pyz:
+    """dist/hal0-lemonade.pyz as ``bash scripts/pyz`` builds it, with the digest it printed."""
+    done = subprocess.run(
+        ["bash", str(PROJECT_DIR / "scripts" / "pyz")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/pyz exited {done.returncode}:\n{done.stderr[-3000:]}")
+    printed = done.stdout.split()[0]
+    # A copy is what the plays push: another build of the checkout may replace dist/ meanwhile.
+    copy = tmp_path_factory.mktemp("pyz") / "hal0-lemonade.pyz"
+    shutil.copyfile(PROJECT_DIR / "dist" / "hal0-lemonade.pyz", copy)
+    if _sha256(copy) != printed:
+        pytest.fail(f"dist/hal0-lemonade.pyz is not the build scripts/pyz printed ({printed})")
+    return Pyz(copy, printed)
+
+
+@pytest.fixture(scope="session")
+def rebuilt_pyz(pyz: Pyz, tmp_path_factory: pytest.TempPathFactory) -> Pyz:
+    """Another file that runs the same code: what a new build looks like to the role (only
+    the zip's comment differs, so the unpacked cache is shared and nothing else moves)."""
+    path = tmp_path_factory.mktemp("rebuilt") / "hal0-lemonade.pyz"
+    shutil.copyfile(pyz.path, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.comment = b"another build"
+    done = subprocess.run(
+        [str(HOST_PYTHON), str(path), "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return Pyz(path, _sha256(path))
 
 
 @pytest.fixture(scope="session")
@@ -104,33 +126,29 @@ class PlayRun:
 
 @dataclass
 class Fleet:
-    """A sandbox for several localhost 'hosts' that share one package venv."""
+    """A sandbox for several localhost 'hosts' that share one installer, as they share one
+    machine: the first host's run pushes it, the others find it there, unchanged."""
 
     base: Path
-    wheels: Path
+    pyz: Pyz
     release: Release
     runs: int = field(default=0)
 
     @property
     def sandbox(self) -> Path:
-        """Everything the role writes: package home, roots, archive caches."""
+        """Everything the role writes: the installer, roots, archive caches."""
         return self.base / "fleet"
 
     @property
-    def home(self) -> Path:
-        return self.sandbox / "opt-hal0-lemonade"
+    def executable(self) -> Path:
+        """The hosts' shared stand-in for /usr/local/sbin/hal0-lemonade."""
+        return self.sbin("shared") / "hal0-lemonade"
 
-    @property
-    def index_source(self) -> dict[str, Any]:
-        """Role variables for the index path, at the wheels the 'pushed' host received."""
-        return {
-            "hal0_lemonade_package_source": "index",
-            "hal0_lemonade_pip_extra_args": [
-                "--no-index",
-                "--find-links",
-                str(self.home / "wheels"),
-            ],
-        }
+    def sbin(self, name: str) -> Path:
+        """A stand-in for /usr/local/sbin: there on a real host before the role runs."""
+        path = self.sandbox / "sbin" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def root(self, host: str) -> Path:
         return self.sandbox / "roots" / host
@@ -143,10 +161,10 @@ class Fleet:
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
             "ansible_become": False,
-            "hal0_lemonade_manage_os_packages": False,
-            "hal0_lemonade_python": str(HOST_PYTHON),
-            "hal0_lemonade_home": str(self.home),
-            "hal0_lemonade_wheels_src": str(self.wheels),
+            "hal0_lemonade_pyz_src": str(self.pyz.path),
+            "hal0_lemonade_pyz_sha256": self.pyz.sha256,
+            "hal0_lemonade_executable": str(self.executable),
+            "hal0_lemonade_interpreter": str(HOST_PYTHON),
             "hal0_lemonade_root": str(root),
             "hal0_lemonade_artifact_dir": str(self.sandbox / "cache" / host),
             "hal0_lemonade_version": self.release.version,
@@ -193,8 +211,11 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, wheels: Path, release: Release) -> Fleet:
-    return Fleet(tmp_path_factory.mktemp("ansible"), wheels, release)
+def fleet(tmp_path_factory: pytest.TempPathFactory, pyz: Pyz, release: Release) -> Fleet:
+    if os.geteuid() != 0:
+        # The role pushes the installer root-owned (root runs it); only root can chown.
+        pytest.skip("the role pushes the installer as root:root, which needs root")
+    return Fleet(tmp_path_factory.mktemp("ansible"), pyz, release)
 
 
 Snapshot = dict[str, tuple[int, int, str | None]]

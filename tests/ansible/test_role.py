@@ -2,13 +2,14 @@
 
 Two 'hosts' feed the release the two documented ways: ``pushed`` gets the archive copied
 from the control node, ``mirror`` downloads it from a loopback mirror URL. They share one
-package venv, made from the project's wheels: ``pushed`` takes the wheel-push path (the
-wheels copied from the control node), the others the index path, pointed at the wheels
-already on the host (as at a local wheelhouse), which keeps the suite fast.
+installer path (as hosts on one machine would): ``pushed``, first in the rollout, pushes
+the pyz there with its digest pinned; ``mirror`` takes the role's default source (this
+checkout's dist/, unpinned) and finds the same bytes already in place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -17,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from tests.ansible.conftest import INSTALL_TASK, PIP_TASK, Fleet, PlayRun, snapshot
+from tests.ansible.conftest import (
+    HOST_PYTHON,
+    INSTALL_TASK,
+    PUSH_TASK,
+    PYZ_CHECK_TASK,
+    Fleet,
+    PlayRun,
+    Pyz,
+    snapshot,
+)
 from tests.support.httpserver import HTTPTestServer
 
 pytestmark = pytest.mark.ansible
@@ -38,8 +48,10 @@ def provisioned(fleet: Fleet, mirror: tuple[HTTPTestServer, str]) -> Provisioned
     server, url = mirror
     hosts = {
         "pushed": fleet.host_vars("pushed", hal0_lemonade_artifact_src=str(fleet.release.path)),
-        "mirror": fleet.host_vars("mirror", hal0_lemonade_artifact_url=url, **fleet.index_source),
+        "mirror": fleet.host_vars("mirror", hal0_lemonade_artifact_url=url),
     }
+    # The role's defaults: the repository's dist/hal0-lemonade.pyz, no digest pinned.
+    del hosts["mirror"]["hal0_lemonade_pyz_src"], hosts["mirror"]["hal0_lemonade_pyz_sha256"]
     path = url.removeprefix(server.base_url)
 
     def gets() -> int:
@@ -68,9 +80,16 @@ def test_first_run_installs_and_reports_changed(provisioned: Provisioned) -> Non
         assert (root / "etc/systemd/system/hal0-lemonade.service").is_file()
         config = json.loads((root / "var/lib/hal0/lemonade/config.json").read_text())
         assert config["port"] == 13305
-    # The package path ran for real: pip installed the pushed wheels into the venv.
-    assert run.task("pushed", PIP_TASK)["result"]["changed"] is True
-    assert list((fleet.home / "venv").glob("lib/python3*/site-packages/hal0_lemonade"))
+    # The installer was pushed once, root-owned and executable, and run by the host's python3.
+    assert run.task("pushed", PUSH_TASK)["result"]["changed"] is True
+    # The default source is this checkout's dist/: the same bytes, so no second copy.
+    assert run.task("mirror", PUSH_TASK)["result"]["changed"] is False
+    assert fleet.executable.read_bytes() == fleet.pyz.path.read_bytes()
+    st = fleet.executable.stat()
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o755, 0, 0)
+    for host in ("pushed", "mirror"):
+        cmd = run.task(host, INSTALL_TASK)["result"]["cmd"]
+        assert cmd[:3] == [str(HOST_PYTHON), str(fleet.executable), "install"]
     # How each host got the archive: pushed into its cache, or fetched from the mirror.
     pushed_args = run.task("pushed", INSTALL_TASK)["result"]["cmd"]
     assert pushed_args[pushed_args.index("--artifact") + 1] == str(
@@ -102,14 +121,19 @@ def test_check_mode_changes_nothing_and_reports_what_would(provisioned: Provisio
     hosts = {
         # Installed, but the operator now wants another thread count.
         "pushed": {**provisioned.hosts["pushed"], "hal0_lemonade_threads": 3},
-        # A new host: an empty root (the package venv is already there).
+        # A new host: an empty root (the installer is already there).
         "fresh": fleet.host_vars(
-            "fresh", hal0_lemonade_artifact_src=str(fleet.release.path), **fleet.index_source
+            "fresh",
+            hal0_lemonade_artifact_url=provisioned.hosts["mirror"]["hal0_lemonade_artifact_url"],
         ),
-        # A host that has nothing at all yet, not even the package.
+        # A new host fed from the control node: the archive is not there to plan from yet.
+        "fresh-pushed": fleet.host_vars(
+            "fresh-pushed", hal0_lemonade_artifact_src=str(fleet.release.path)
+        ),
+        # A host that has nothing at all yet, not even the installer.
         "bare": fleet.host_vars(
             "bare",
-            hal0_lemonade_home=str(fleet.sandbox / "bare-home"),
+            hal0_lemonade_executable=str(fleet.sbin("bare") / "hal0-lemonade"),
             hal0_lemonade_artifact_src=str(fleet.release.path),
         ),
     }
@@ -130,13 +154,23 @@ def test_check_mode_changes_nothing_and_reports_what_would(provisioned: Provisio
     steps = [action.split(":")[0] for action in fresh["actions"]]
     for step in ("Lemonade release", "Service account", "Daemon config", "systemd unit"):
         assert step in steps
-    # The archive push would happen too; check mode reports it without copying.
-    assert "hal0_lemonade : Push the Lemonade archive" in " ".join(run.changed("fresh"))
+    assert run.changed("fresh") == [INSTALL_TASK]
+
+    # The archive push would happen; check mode reports it without copying, and the install
+    # reports the release it would bring rather than failing on the archive not yet there.
+    fresh_pushed = run.task("fresh-pushed", INSTALL_TASK)["result"]
+    assert fresh_pushed["changed"] is True
+    assert fresh_pushed["dry_run"] is True
+    assert fresh_pushed["actions"] == [
+        f"Lemonade release: install Lemonade 10.6.0 from "
+        f"{fleet.sandbox / 'cache' / 'fresh-pushed' / fleet.release.name} once pushed"
+    ]
+    assert "hal0_lemonade : Push the Lemonade archive" in " ".join(run.changed("fresh-pushed"))
 
     bare = run.task("bare", INSTALL_TASK)["result"]
     assert bare["changed"] is True
     assert "not installed" in bare["msg"]
-    assert "hal0_lemonade : Create the venv with the host's python3" in run.changed("bare")
+    assert PUSH_TASK in run.changed("bare")
 
 
 def test_wrong_digest_fails_the_host_and_stops_the_rollout(provisioned: Provisioned) -> None:
@@ -147,11 +181,8 @@ def test_wrong_digest_fails_the_host_and_stops_the_rollout(provisioned: Provisio
             "first",
             hal0_lemonade_artifact_src=str(fleet.release.path),
             hal0_lemonade_sha256=wrong,
-            **fleet.index_source,
         ),
-        "second": fleet.host_vars(
-            "second", hal0_lemonade_artifact_src=str(fleet.release.path), **fleet.index_source
-        ),
+        "second": fleet.host_vars("second", hal0_lemonade_artifact_src=str(fleet.release.path)),
     }
     run = fleet.play(hosts)
     assert run.rc != 0, run.output
@@ -169,3 +200,64 @@ def test_wrong_digest_fails_the_host_and_stops_the_rollout(provisioned: Provisio
     assert not (first / "opt/lemonade").exists()
     assert not (first / "etc").exists()
     assert not (first / "var").exists()
+
+
+@pytest.mark.parametrize("case", ["another build", "no build"])
+def test_a_pyz_that_is_not_the_pinned_build_is_never_pushed(
+    provisioned: Provisioned, rebuilt_pyz: Pyz, case: str
+) -> None:
+    """The control node's file is checked before the push: a host never gets another build."""
+    fleet = provisioned.fleet
+    src = rebuilt_pyz.path if case == "another build" else fleet.base / "dist" / "missing.pyz"
+    hosts = {
+        host: fleet.host_vars(
+            host,
+            hal0_lemonade_pyz_src=str(src) if host == "refused" else str(fleet.pyz.path),
+            hal0_lemonade_executable=str(fleet.sbin(host) / "hal0-lemonade"),
+            hal0_lemonade_artifact_src=str(fleet.release.path),
+        )
+        for host in ("refused", "next")
+    }
+    run = fleet.play(hosts)
+    assert run.rc != 0, run.output
+    assert run.failed("refused") == [PYZ_CHECK_TASK]
+    msg = run.task("refused", PYZ_CHECK_TASK)["result"]["msg"]
+    if case == "another build":
+        assert f"has SHA-256 {rebuilt_pyz.sha256}, expected {fleet.pyz.sha256}" in msg
+        assert "not pushed" in msg
+    else:
+        assert f"no installer at {src} on the control node" in msg
+        assert "bash scripts/pyz" in msg
+    assert msg in run.output
+    # Nothing reached the host: no installer, no archive, an untouched root.
+    assert list(fleet.sbin("refused").iterdir()) == []
+    assert not (fleet.sandbox / "cache" / "refused").exists()
+    assert list(fleet.root("refused").iterdir()) == []
+    # And the rollout stopped there.
+    assert run.results("next") == []
+
+
+def test_a_new_pyz_is_pushed_and_changed_on_the_copy_task(
+    provisioned: Provisioned, rebuilt_pyz: Pyz
+) -> None:
+    """A new build is pushed (changed), and pinning its digest lets it through; the install
+    itself reports what the installer says, here nothing, as the release is in place."""
+    fleet = provisioned.fleet
+    executable = fleet.sbin("upgraded") / "hal0-lemonade"
+    vars_ = {
+        **provisioned.hosts["pushed"],
+        "hal0_lemonade_executable": str(executable),
+    }
+    first = fleet.play({"pushed": vars_})
+    assert first.rc == 0, first.output
+    assert first.changed("pushed") == [PUSH_TASK]
+    new = {**vars_, "hal0_lemonade_pyz_src": str(rebuilt_pyz.path)}
+    new["hal0_lemonade_pyz_sha256"] = rebuilt_pyz.sha256.upper()  # as some tools print it
+    run = fleet.play({"pushed": new})
+    assert run.rc == 0, run.output
+    assert run.changed("pushed") == [PUSH_TASK]
+    digest = hashlib.sha256(executable.read_bytes()).hexdigest()
+    assert digest == rebuilt_pyz.sha256 != fleet.pyz.sha256
+    install = run.task("pushed", INSTALL_TASK)["result"]
+    assert install["cmd"][1] == str(executable)
+    assert install["msg"] == "Lemonade 10.6.0: no changes"

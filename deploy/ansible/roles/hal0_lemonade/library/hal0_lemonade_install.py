@@ -1,9 +1,10 @@
 #!/usr/bin/python
 """Ansible module: run ``hal0-lemonade install --json`` and map its result to Ansible.
 
-The installer is the single implementation; this module only translates. It runs the CLI
-from the host's hal0-lemonade venv as a subprocess (the module itself runs under whatever
-interpreter Ansible picked and imports nothing but the stdlib and Ansible's module_utils).
+The installer is the single implementation; this module only translates. It runs the
+installer the role pushed (the one-file ``hal0-lemonade.pyz``) as a subprocess, with the
+host's own python3; the module itself runs under whatever interpreter Ansible picked and
+imports nothing but the stdlib and Ansible's module_utils.
 
 - ``changed`` is the installer's ``changed``, nothing else.
 - Check mode runs ``--dry-run``: ``changed`` is the plan's ``changed`` and ``actions`` lists
@@ -30,9 +31,15 @@ description:
   - A failure fails the task with the installer's error message, which names the step.
 options:
   executable:
-    description: Path of the C(hal0-lemonade) console script on the host.
+    description: Path of the installer on the host (the pushed C(hal0-lemonade.pyz)).
     type: path
-    default: /opt/hal0-lemonade/venv/bin/hal0-lemonade
+    default: /usr/local/sbin/hal0-lemonade
+  interpreter:
+    description:
+      - The Python that runs I(executable) (3.11 or later); a bare name is looked up on PATH.
+      - Empty runs I(executable) itself, through its shebang.
+    type: str
+    default: python3
   root:
     description: Install into this directory as if it were C(/) (C(--root)). Absolute.
     type: path
@@ -53,12 +60,19 @@ options:
     description: Enable, start and health-check the service; false passes C(--no-start).
     type: bool
     default: true
+  artifact_pushed:
+    description:
+      - I(artifact) is where an earlier task copies the archive, which check mode skips.
+      - In check mode, when that archive is not on the host yet and the installer therefore
+        cannot plan from it, the task reports the release step as pending instead of failing.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
 - name: Install the pinned release and start the service
   hal0_lemonade_install:
-    executable: /opt/hal0-lemonade/venv/bin/hal0-lemonade
+    executable: /usr/local/sbin/hal0-lemonade
 
 - name: Install from a mirror with a pinned digest, files only
   hal0_lemonade_install:
@@ -105,7 +119,9 @@ NOT_INSTALLED = "hal0-lemonade is not installed at {path} yet"
 
 def build_argv(params: Mapping[str, Any], check_mode: bool) -> list[str]:
     """The installer's command line for the module's parameters."""
-    argv = [str(params["executable"]), "install", "--json", "--root", str(params["root"])]
+    interpreter = params.get("interpreter") or ""
+    argv = [interpreter] if interpreter else []
+    argv += [str(params["executable"]), "install", "--json", "--root", str(params["root"])]
     for option in ("version", "artifact", "sha256", "threads"):
         value = params.get(option)
         if value is not None and value != "":
@@ -178,26 +194,74 @@ def interpret(rc: int, stdout: str, stderr: str, *, dry_run: bool) -> tuple[bool
     return True, result
 
 
+def pending_push(params: Mapping[str, Any], argv: Sequence[str]) -> dict[str, Any]:
+    """The check-mode result when the archive the role pushes is not on the host yet.
+
+    The installer refuses a local archive that is missing, dry run or not (nothing to plan
+    from), unless that release is already installed; check mode copies nothing, so a new
+    release pushed from the control node is only known to the real run. What is certain is
+    reported: the release step changes. The rest of the plan is not guessed at."""
+    release = f"Lemonade {params['version']}" if params.get("version") else "the pinned release"
+    return {
+        "changed": True,
+        "dry_run": True,
+        "actions": [f"Lemonade release: install {release} from {params['artifact']} once pushed"],
+        "msg": f"{release}: would change: Lemonade release (its archive is pushed first; "
+        "the rest of the plan shows on the real run)",
+        "error": None,
+        "cmd": list(argv),
+    }
+
+
+def _interpreter(module: Any, name: str) -> str | None:
+    """The interpreter's path on the host ("" when the executable runs by its shebang), or
+    None when there is none: a bare name is looked up as the shell would (and in the sbin
+    directories), a path must be executable."""
+    if not name:
+        return ""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) else None
+    found: str | None = module.get_bin_path(name)
+    return found
+
+
+def _present(executable: str, direct: bool) -> bool:
+    """The installer is there to run: a file, executable when it runs by its shebang."""
+    return Path(executable).is_file() and os.access(executable, os.X_OK if direct else os.R_OK)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "executable": {"type": "path", "default": "/opt/hal0-lemonade/venv/bin/hal0-lemonade"},
+            "executable": {"type": "path", "default": "/usr/local/sbin/hal0-lemonade"},
+            "interpreter": {"type": "str", "default": "python3"},
             "root": {"type": "path", "default": "/"},
             "version": {"type": "str"},
             "artifact": {"type": "str"},
             "sha256": {"type": "str"},
             "threads": {"type": "int"},
             "start": {"type": "bool", "default": True},
+            "artifact_pushed": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
-    params = module.params
+    params = dict(module.params)
     argv = build_argv(params, module.check_mode)
     if not Path(params["root"]).is_absolute():
         module.fail_json(msg=f"root must be an absolute path, got {params['root']!r}", cmd=argv)
-    if not os.access(params["executable"], os.X_OK):
+    interpreter = _interpreter(module, params["interpreter"] or "")
+    if interpreter is None:
+        # Fails in check mode too: the real run could not start the installer either.
+        module.fail_json(
+            msg=f"no {params['interpreter']} on the host to run the installer with: hosts need "
+            "python3 3.11 or later (the role's hal0_lemonade_interpreter names it)",
+            cmd=argv,
+        )
+    params["interpreter"] = interpreter
+    argv = build_argv(params, module.check_mode)
+    if not _present(params["executable"], direct=not interpreter):
         if module.check_mode:
-            # First run on this host: the package task did not run in check mode either.
+            # First run on this host: the push task did not run in check mode either.
             module.exit_json(
                 changed=True,
                 dry_run=True,
@@ -209,12 +273,18 @@ def main() -> None:
             )
         module.fail_json(
             msg=NOT_INSTALLED.format(path=params["executable"])
-            + " (the role's package tasks install it)",
+            + " (the role's push task puts it there)",
             cmd=argv,
         )
     rc, stdout, stderr = module.run_command(argv)
     failed, result = interpret(rc, stdout, stderr, dry_run=module.check_mode)
     result["cmd"] = argv
+    artifact = params["artifact"] or ""
+    pending = params["artifact_pushed"] and artifact and not Path(artifact).exists()
+    # Asked first all the same: for an installed release the installer plans without it; and
+    # only its refusal of that very path is taken for "not pushed yet", no other error.
+    if failed and module.check_mode and pending and artifact in str(result.get("error")):
+        module.exit_json(**pending_push(params, argv))
     if failed:
         module.fail_json(**result)
     for line in stderr.splitlines():
