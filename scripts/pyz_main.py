@@ -2,8 +2,9 @@
 
 The zip holds the package, its pure-Python dependency (click), and zlib-ng's compiled module
 for each Python and machine PyPI has a wheel for.  Python cannot import a compiled module from
-a zip, and imports ``.py`` from a zip by compiling it on every run (~90 ms), so once, as root,
-this unpacks what the running interpreter needs into a root-owned cache,
+a zip, and imports ``.py`` from a zip by compiling it on every run (~90 ms), so the first
+command that changes the host (install, rollback, uninstall; not a dry run), as root,
+unpacks what the running interpreter needs into a root-owned cache,
 ``/var/cache/hal0-lemonade-pyz/<build>-<python>-<machine>``, compiles it, and imports from
 there.  The cache is used only when every directory on the way is root's and writable by root
 alone: another user must not be able to put code there.  Otherwise (not root, a cache that is
@@ -73,12 +74,19 @@ def _unpack(pyz: Path, target: Path) -> bool:
     return (target / ".complete").is_file()
 
 
+def _changes(argv: list[str]) -> bool:
+    """Does this command change the host?  Only such a run may write the cache: a dry run,
+    ``status`` or ``--help`` promise to change nothing, the cache included."""
+    changing = argv[:1] in (["install"], ["rollback"], ["uninstall"])
+    return changing and not {"--dry-run", "--dev", "--help", "-h"} & set(argv)
+
+
 def _path(pyz: Path) -> str:
     """Where to import the package from: the unpacked cache, else the zip itself."""
     target = CACHE / f"{BUILD}-{PYTHON}"
     if (target / ".complete").is_file() and _sound(target):
         return str(target)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and _changes(sys.argv[1:]):
         try:
             if _unpack(pyz, target) and _sound(target):
                 return str(target)

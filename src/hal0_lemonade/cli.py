@@ -33,6 +33,10 @@ Examples:
 \b
 Values not given as flags come from HAL0_LEMONADE_THREADS / HAL0_LEMONADE_PORT, then
 /etc/hal0/lemonade.toml, then the pins (see `hal0-lemonade config show`).
+
+\b
+Exit: 0 done; 1 a step failed; 2 a bad flag, variable or operator file; 3 everything is
+installed but the service did not become active and healthy (the Service start step).
 """
 STATUS_EXAMPLES = """
 \b

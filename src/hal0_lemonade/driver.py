@@ -37,6 +37,9 @@ from hal0_lemonade.oserrors import explain
 from hal0_lemonade.runner import SubprocessRunner
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+# Every step before the plan's soft step held; that one failed (install: the files are in
+# place, the service is not active and healthy on the requested release).
+EXIT_SOFT = 3
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,10 @@ def _plan(outcome: plan.Plan, options: Options) -> plan.Plan:
 def _apply(planned: plan.Plan, out: render.Renderer) -> int:
     result = plan.apply(planned.steps, planned.version, out)
     out.result(planned, result)
-    return EXIT_OK if result.ok else EXIT_FAIL
+    if result.ok:
+        return EXIT_OK
+    soft = planned.soft_step is not None and result.steps[-1].name == planned.soft_step
+    return EXIT_SOFT if soft else EXIT_FAIL
 
 
 def _show(outcome: Outcome | Planner, out: render.Renderer) -> int:

@@ -35,7 +35,7 @@ def command(request: Request) -> Command:
 
         def build() -> plan.Plan:
             steps = build_steps(wanted, ctx.host.runner, progress=ctx.progress)
-            return plan.Plan("install", wanted.pin.version, steps)
+            return plan.Plan("install", wanted.pin.version, steps, soft_step=service.STEP)
 
         return build
 

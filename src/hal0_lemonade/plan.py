@@ -99,6 +99,9 @@ class Plan:
     summary: Callable[[Result], str] = lambda result: ""
     # More keys of the --json object (uninstall: what it kept).
     extra: Callable[[], dict[str, Any]] = dict
+    # A step whose failure leaves everything before it done (install's service start): the
+    # command then exits 3, which an embedding installer may take as a soft failure.
+    soft_step: str | None = None
 
 
 def command_action(

@@ -1,12 +1,11 @@
 """Fixtures for the booted-systemd suite (``pytest -m e2e``).
 
-One session fixture prepares everything a boot needs, overlapping the slow parts:
-the bootable root (scripts/e2e-rootfs.sh, cached), the project's wheels (built on the host
-with pip), the release archives (tests/support/archives.py), and a venv with the project
-installed from those wheels by the container's own ``python3`` (built once per session in
-a throwaway container and bind-mounted read-only at /opt/hal0-venv into every boot, which
-saves ~6 s of ensurepip + pip per boot). Each boot then serves the archives over real HTTP
-from inside the container, so the installer downloads them like it would in production.
+One session fixture per Debian release prepares what a boot needs: the bootable root
+(scripts/e2e-rootfs.sh, cached), the release archives (tests/support/archives.py) and the
+one-file installer (scripts/pyz), bound in read-only. Each boot installs the pyz at
+/usr/local/sbin/hal0-lemonade, as README tells an operator, runs it with the root's own
+``python3``, and serves the archives over real HTTP from inside the container, so the
+installer downloads them like it would in production.
 
 Without root (or with no way to get systemd-nspawn) the suite skips with the reason, but
 with ``CI`` set in the environment it fails instead, so CI can never pass without booting
@@ -31,15 +30,12 @@ import pytest
 from tests.e2e.harness import (
     ARTIFACT_PORT,
     CLI,
-    CONTAINER_ENV,
+    EMBED,
     PYZ,
     RELEASES,
     UNIT,
-    VENV,
-    WHEELS,
     Container,
     booted,
-    nspawn_command,
 )
 from tests.support.archives import Release, build_release
 
@@ -131,9 +127,12 @@ def real_releases() -> tuple[Path | None, dict[str, RealRelease], str]:
 class E2E:
     suite: Suite
     pyz: Path  # dist/hal0-lemonade.pyz, built by scripts/pyz
+
+    @property
+    def pyz_sha256(self) -> str:
+        return hashlib.sha256(self.pyz.read_bytes()).hexdigest()
+
     rootfs: Path
-    wheels: Path
-    venv: Path
     releases: Releases
     workdir: Path
     real_dir: Path | None = None
@@ -149,23 +148,21 @@ class E2E:
 
     @contextlib.contextmanager
     def boot(self, rootfs: Path | None = None, *, volatile: bool = True) -> Iterator[Container]:
-        """Boot (an overlay over) the root with the venv, wheels and releases bound in."""
+        """Boot (an overlay over) the root with the pyz and the releases bound in."""
         started = time.monotonic()
         with booted(
             rootfs or self.rootfs,
             self.workdir,
             volatile=volatile,
             binds_ro=[
-                (self.venv, VENV),
-                (self.wheels, WHEELS),
                 (self.releases.directory, RELEASES),
                 *([(self.real_dir, REAL_DIR)] if self.real_dir is not None else []),
                 (self.pyz.parent, str(Path(PYZ).parent)),
             ],
         ) as container:
             container.run(["install", "-m", "0755", PYZ, CLI])
-            # The first run as root unpacks the pyz's code (/var/cache/hal0-lemonade-pyz), as
-            # an operator's first run does; what a command then changes is the command's.
+            # It runs on the root's python3 (from the zip: only a changing command unpacks
+            # it into /var/cache/hal0-lemonade-pyz, which the dry-run scenarios watch).
             container.run([CLI, "--version"])
             serve_releases(container)
             TIMINGS[f"boot {container.name}"] = time.monotonic() - started
@@ -236,41 +233,6 @@ def _build_rootfs(suite: Suite) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-_NOT_SOURCE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    ".cache",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    ".*_cache",
-    "tests",
-)
-
-
-def _start(argv: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=os.environ if argv[0] == sys.executable else CONTAINER_ENV,
-    )
-
-
-def _finish(process: subprocess.Popen[str], what: str) -> None:
-    try:
-        output, _ = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    if process.returncode != 0:
-        pytest.fail(f"{what} failed ({process.returncode}):\n{output}", pytrace=False)
-
-
 @pytest.fixture(scope="session", params=SUITES, ids=[f"{s.name}" for s in SUITES])
 def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> E2E:
     """A booted-systemd environment on one Debian release (every e2e test runs on each)."""
@@ -283,83 +245,24 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         unavailable("systemd-nspawn is missing and apt-get cannot install systemd-container")
     started = time.monotonic()
     workdir = tmp_path_factory.mktemp("e2e")
-    wheels, venv = workdir / "wheels", workdir / "venv"
-    venv.mkdir()
-    # The slow parts overlap: pip builds the wheels on the host (~5 s) while the root is
-    # prepared and the container's python3 creates the venv (ensurepip, ~5 s).
-    running: list[subprocess.Popen[str]] = []
-    try:
-        # From a copy: setuptools builds in the source tree (build/, *.egg-info), and other
-        # sessions may be building or editing the checkout at the same time.
-        source = workdir / "source"
-        shutil.copytree(PROJECT_DIR, source, ignore=_NOT_SOURCE, symlinks=True)
-        # The project and its dependencies as wheels for the root's own python3 (binary
-        # ones, zlib-ng, for its version): pip inside has no network.
-        pip = _start(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "-q",
-                "--no-deps",
-                str(source),
-                "-w",
-                str(wheels),
-            ]
-        )
-        running.append(pip)
-        releases_dir = workdir / "releases"
-        releases = Releases(
-            directory=releases_dir,
-            base=build_release(releases_dir, BASE_VERSION),
-            upgrade=build_release(releases_dir, UPGRADE_VERSION),
-            broken=build_release(releases_dir / "broken", BASE_VERSION, fail_at_start=True),
-            broken_upgrade=build_release(
-                releases_dir / "broken", BROKEN_UPGRADE_VERSION, fail_at_start=True
-            ),
-        )
-        rootfs = _build_rootfs(suite)
-        TIMINGS[f"{suite.name} rootfs ready"] = time.monotonic() - started
-        if shutil.which("systemd-nspawn") is None:
-            unavailable("systemd-nspawn is still missing after scripts/e2e-rootfs.sh")
-        make_venv = _start(
-            nspawn_command(rootfs, ["python3", "-m", "venv", VENV], binds=[(venv, VENV)])
-        )
-        running.append(make_venv)
-        _finish(pip, f"pip wheel {PROJECT_DIR}")
-        project_wheel = next(wheels.glob("hal0_lemonade-*.whl"))
-        download = [
-            sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-            "--only-binary=:all:", "--python-version", suite.python,
-            "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-            "-d", str(wheels), str(project_wheel),
-        ]  # fmt: skip
-        _finish(_start(download), f"pip download of the dependencies for python {suite.python}")
-        TIMINGS[f"{suite.name} wheels ready"] = time.monotonic() - started
-        _finish(make_venv, f"python3 -m venv {VENV} inside the root")
-        TIMINGS[f"{suite.name} venv ready"] = time.monotonic() - started
-        install = [f"{VENV}/bin/pip", "install", "-q", "--no-index", "--find-links", WHEELS]
-        _finish(
-            _start(
-                nspawn_command(
-                    rootfs,
-                    [*install, "hal0-lemonade"],
-                    binds=[(venv, VENV)],
-                    binds_ro=[(wheels, WHEELS)],
-                )
-            ),
-            f"pip install hal0-lemonade into {VENV} inside the root",
-        )
-    finally:
-        for process in running:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    TIMINGS[f"{suite.name} prepare total"] = time.monotonic() - started
+    releases_dir = workdir / "releases"
+    releases = Releases(
+        directory=releases_dir,
+        base=build_release(releases_dir, BASE_VERSION),
+        upgrade=build_release(releases_dir, UPGRADE_VERSION),
+        broken=build_release(releases_dir / "broken", BASE_VERSION, fail_at_start=True),
+        broken_upgrade=build_release(
+            releases_dir / "broken", BROKEN_UPGRADE_VERSION, fail_at_start=True
+        ),
+    )
+    rootfs = _build_rootfs(suite)
+    TIMINGS[f"{suite.name} rootfs ready"] = time.monotonic() - started
+    if shutil.which("systemd-nspawn") is None:
+        unavailable("systemd-nspawn is still missing after scripts/e2e-rootfs.sh")
     real_dir, real, missing = real_releases()
     pyz = _build_pyz(workdir)
-    return E2E(suite, pyz, rootfs, wheels, venv, releases, workdir, real_dir, real, missing)
+    TIMINGS[f"{suite.name} prepare total"] = time.monotonic() - started
+    return E2E(suite, pyz, rootfs, releases, workdir, real_dir, real, missing)
 
 
 def _build_pyz(workdir: Path) -> Path:
@@ -373,6 +276,7 @@ def _build_pyz(workdir: Path) -> Path:
     pyz_dir.mkdir(exist_ok=True)
     target = pyz_dir / "hal0-lemonade.pyz"
     shutil.copyfile(PROJECT_DIR / "dist/hal0-lemonade.pyz", target)
+    shutil.copyfile(PROJECT_DIR / "deploy/embed/lemonade-step.sh", pyz_dir / Path(EMBED).name)
     return target
 
 

@@ -24,12 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 UNIT = "hal0-lemonade"
-VENV = "/opt/hal0-venv"
-WHEELS = "/wheels"
 # The installer as a host gets it: the one-file pyz, bound in read-only, then installed the
 # way README says (install -m 0755 ... /usr/local/sbin/hal0-lemonade) and run by the root's
 # own python3 through its shebang.
 PYZ = "/pyz/hal0-lemonade.pyz"
+EMBED = "/pyz/lemonade-step.sh"  # deploy/embed/lemonade-step.sh, beside it
 CLI = "/usr/local/sbin/hal0-lemonade"
 RELEASES = "/releases"
 ARTIFACT_PORT = 8080

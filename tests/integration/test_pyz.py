@@ -3,8 +3,8 @@
 Built by scripts/pyz (the wheels it bundles are fetched from PyPI once, pinned by digest, and
 cached in .cache/pyz-wheels).  Runs with each CPython 3.11-3.13 this machine has, the way a
 host runs it: ``python3 hal0-lemonade.pyz ...``, no venv, no pip.  Its compiled cache lives in
-/var/cache/hal0-lemonade/pyz, where root puts it; one another user could write to is never
-imported from.
+/var/cache/hal0-lemonade-pyz, where root's first changing command puts it (a dry run or a
+reading command writes nothing); one another user could write to is never imported from.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,34 +70,68 @@ def test_two_builds_are_byte_identical(pyz: Path, tmp_path: Path) -> None:
     assert pyz.stat().st_mode & 0o111
 
 
+def _cache_of(pyz: Path, python: str) -> Path:
+    """Where this build unpacks itself for ``python`` (its name: the build, python, machine)."""
+    with zipfile.ZipFile(pyz) as archive:
+        main = archive.read("__main__.py").decode()
+    build = re.search(r'^BUILD = "([0-9a-f]+)"', main, re.MULTILINE)
+    assert build is not None, "no BUILD in the pyz's __main__"
+    tag = subprocess.run(
+        [python, "-c", "import platform, sys; print(f'cp{sys.version_info[0]}"
+         "{sys.version_info[1]}-{platform.machine()}')"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return CACHE / f"{build.group(1)}-{tag}"
+
+
 @pytest.mark.parametrize("minor", sorted(PYTHONS))
 def test_it_installs_and_converges_on_the_system_python(
     pyz: Path, served: Callable[..., Served], minor: str
 ) -> None:
     python = PYTHONS[minor]
-    version = _run(python, pyz, "--version")
-    assert version.returncode == 0, version.stderr
-    assert "(inflate: zlib-ng " in version.stdout  # a wheel exists for x86_64 3.11-3.13
     with traversable_root() as root:
         s = served()
         first = _run(python, pyz, *install_args(root, s))
         assert first.returncode == 0, first.stderr
         assert json.loads(first.stdout)["changed"] is True
+        assert (_cache_of(pyz, python) / ".complete").is_file()  # the install unpacked it
         again = _run(python, pyz, *install_args(root, s))
         assert json.loads(again.stdout)["changed"] is False
         assert _run(python, pyz, "status", "--root", root).returncode == 0
+    version = _run(python, pyz, "--version")
+    assert version.returncode == 0, version.stderr
+    assert "(inflate: zlib-ng " in version.stdout  # a wheel exists for x86_64 3.11-3.13
 
 
 @pytest.fixture
 def fresh_cache(pyz: Path) -> Iterator[Path]:
-    """The pyz's cache for this interpreter, removed before and after the test."""
-    version = _run("/usr/bin/python3", pyz, "--version")  # makes it, to learn its name
-    assert version.returncode == 0
-    tags = sorted(CACHE.glob("*-cp311-*"), key=lambda p: p.stat().st_mtime)
-    tag = tags[-1]
-    shutil.rmtree(tag)
+    """The pyz's cache for Debian's python3, removed before and after the test."""
+    tag = _cache_of(pyz, "/usr/bin/python3")
+    shutil.rmtree(tag, ignore_errors=True)
     yield tag
     shutil.rmtree(tag, ignore_errors=True)
+
+
+def test_commands_that_change_nothing_write_no_cache(
+    pyz: Path, fresh_cache: Path, served: Callable[..., Served]
+) -> None:
+    """A dry run, status, --help and --version run from the zip: nothing is written, not even
+    the cache; the first real install makes it."""
+    with traversable_root() as root:
+        s = served()
+        for args in (
+            [*install_args(root, s), "--dry-run"],
+            [*install_args(root, s), "--dev"],
+            ["install", "--help"],
+            ["status", "--root", root],
+            ["--version"],
+        ):
+            done = _run("/usr/bin/python3", pyz, *args)
+            assert done.returncode in (0, 1), done.stderr  # status of an empty root: 1
+            assert not fresh_cache.exists(), args
+        assert not any(root.iterdir())
+        assert _run("/usr/bin/python3", pyz, *install_args(root, s)).returncode == 0
+        assert (fresh_cache / ".complete").is_file()
 
 
 def test_a_cache_another_user_could_write_is_never_imported_from(
