@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from hal0_lemonade import failpoints
+from hal0_lemonade import failpoints, fsops
 from hal0_lemonade.archive_policy import (
     FORBIDDEN_DIRS,
     FORBIDDEN_PREFIXES,
@@ -55,6 +55,10 @@ __all__ = [
     "Limits",
     "extract",
 ]
+
+# A file this large has its writeback started as soon as it is written (fsops.start_writeback):
+# below it, the syscall costs more than the final flush saves.
+WRITEBACK_MIN = 256 * 1024
 
 
 class _Writer:
@@ -100,6 +104,8 @@ class _Writer:
                 left = view
                 while left:
                     left = left[os.write(fd, left) :]
+            if m.size >= WRITEBACK_MIN:
+                fsops.start_writeback(fd)
         finally:
             os.close(fd)
         self.policy.out.files[rel] = FileRecord(m.size, digest.hexdigest(), mode)

@@ -63,16 +63,14 @@ UNSOUND = "the archive is not a sound Lemonade release; nothing was installed"
 _SHOWN = 200  # characters of a name a message quotes (a hostile one may be a MiB long)
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     # Lemonade 10.6 unpacks to ~200 MB in ~300 entries; these leave an order of magnitude.
     # max_total_bytes caps the compressed archive as well as what it unpacks to.
     max_total_bytes: int = 4 << 30
     max_entries: int = 20_000
 
 
-@dataclass(frozen=True)
-class FileRecord:
+class FileRecord(NamedTuple):
     size: int
     sha256: str
     mode: int

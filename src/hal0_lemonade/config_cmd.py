@@ -3,8 +3,7 @@ value comes from (locked baseline, default, the operator file, the environment).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hal0_lemonade import configschema, cpus, opconfig, releases, settings
 from hal0_lemonade.driver import Context
@@ -13,8 +12,7 @@ from hal0_lemonade.render import Listing, json_value
 from hal0_lemonade.resources import daemon_config, preflight
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     key: str  # dotted config.json key
     value: Any
     source: str

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MIN_THREADS = 2
 FALLBACK_THREADS = 2
 
 
-@dataclass(frozen=True)
-class CpuBudget:
+class CpuBudget(NamedTuple):
     cpus: int | None  # None when nothing could be read
     source: str  # human description of where the number came from
 

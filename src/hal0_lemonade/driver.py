@@ -24,8 +24,8 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hal0_lemonade import plan, progress, render, safefs
 from hal0_lemonade.checks import Report
@@ -42,8 +42,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXIT_SOFT = 3
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """The flags every command shares (a command without one leaves its default)."""
 
     root: Path = Path("/")
@@ -55,8 +54,7 @@ class Options:
     step_total: int | None = None
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What a command works with: the host, the environment, and how it reports progress."""
 
     host: Host

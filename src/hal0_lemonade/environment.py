@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from hal0_lemonade import opconfig
 from hal0_lemonade.archive_policy import Limits
@@ -42,8 +42,7 @@ def _count(raw: str) -> int | None:
     return int(raw) if raw.isdigit() and int(raw) >= 1 else None
 
 
-@dataclass(frozen=True)
-class Variable:
+class Variable(NamedTuple):
     name: str
     parse: Callable[[str], Any]  # the value, or None when malformed
     expects: str  # what a good value is, for the error
@@ -91,14 +90,13 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(NamedTuple):
     http_timeout: float = 30.0
     http_deadline: float = 1800.0
     lock_wait: float = 60.0
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = Limits()
     skip_sha: bool = False  # HAL0_SKIP_LEMONADE_SHA=1: accept the all-zeros placeholder pin
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # threads, port (opconfig keys)
+    overrides: Mapping[str, Any] = MappingProxyType({})  # threads, port (opconfig keys)
 
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None) -> Environment:
@@ -116,11 +114,11 @@ class Environment:
                     hint=f"{var.name} sets {var.meaning}; unset it for the default",
                 )
             values[var.name] = value
-        defaults = Limits()
+        defaults, unset = Limits(), cls()
         return cls(
-            http_timeout=values.get("HAL0_LEMONADE_HTTP_TIMEOUT", cls.http_timeout),
-            http_deadline=values.get("HAL0_LEMONADE_HTTP_DEADLINE", cls.http_deadline),
-            lock_wait=values.get("HAL0_LEMONADE_LOCK_WAIT", cls.lock_wait),
+            http_timeout=values.get("HAL0_LEMONADE_HTTP_TIMEOUT", unset.http_timeout),
+            http_deadline=values.get("HAL0_LEMONADE_HTTP_DEADLINE", unset.http_deadline),
+            lock_wait=values.get("HAL0_LEMONADE_LOCK_WAIT", unset.lock_wait),
             limits=Limits(
                 max_total_bytes=values.get(
                     "HAL0_LEMONADE_MAX_UNPACKED_BYTES", defaults.max_total_bytes

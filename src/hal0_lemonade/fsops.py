@@ -204,6 +204,27 @@ def point_symlink(link: Path, target: str) -> Path | None:
     return None
 
 
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Callable[..., int] | None:
+    func = libc_function("sync_file_range")
+    if func is not None:
+        func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]  # type: ignore[attr-defined]
+    return func
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting for them
+    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``).  Not durability: the ``syncfs`` before a
+    tree goes live still decides.  It lets the disk work while the next file is inflated, so
+    that flush finds little left (~7 ms to ~0.4 ms for a real 10 MB release here)."""
+    func = _sync_file_range()
+    if func is not None:
+        func(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # best effort: errors are syncfs's to report
+
+
 def syncfs(path: Path) -> None:
     """Flush the filesystem holding ``path`` (one call instead of an fsync per file)."""
     func = libc_function("syncfs")

@@ -7,16 +7,15 @@ temp dir as root and exercise exactly the code paths of a real install.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 SERVICE_NAME = "hal0-lemonade.service"
 SERVICE_USER = "hal0"
 SERVICE_GROUP = "hal0"
 
 
-@dataclass(frozen=True)
-class HostPath:
+class HostPath(NamedTuple):
     """A path as the target host sees it, plus where this process finds it."""
 
     host: PurePosixPath
@@ -26,8 +25,7 @@ class HostPath:
         return str(self.host)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     root: Path
 
     @property

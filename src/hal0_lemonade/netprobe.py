@@ -7,23 +7,21 @@ at a fixture tree.  Processes of other users are visible only to root.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hal0_lemonade import termsafe
 
 _LISTEN = "0A"
 
 
-@dataclass(frozen=True)
-class Listener:
+class Listener(NamedTuple):
     address: str
     port: int
     inode: int
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(NamedTuple):
     pid: int
     comm: str
     argv: tuple[str, ...]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from hal0_lemonade import cpus as cpu_probe
 from hal0_lemonade.errors import UsageError
@@ -87,8 +87,7 @@ def forbidden_flag(tokens: list[str]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     name: str  # dotted, as written in the TOML file
     check: Callable[[Any], str | None]
     help: str
@@ -125,11 +124,10 @@ LOCKED: dict[str, str] = {
 DAEMON_KEYS = ("max_loaded_models", "ctx_size", "global_timeout", "llamacpp.backend")
 
 
-@dataclass(frozen=True)
-class OperatorConfig:
+class OperatorConfig(NamedTuple):
     path: HostPath | None  # None: not read from a file (tests, defaults)
     present: bool = False
-    values: dict[str, Any] = field(default_factory=dict)  # dotted key -> validated value
+    values: Mapping[str, Any] = MappingProxyType({})  # dotted key -> validated value
 
     def extra_args(self) -> str:
         """``llamacpp.extra_args`` normalised to one shell-quoted string ("" when unset)."""
@@ -219,8 +217,7 @@ def from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     value: Any
     source: str  # "--threads", "HAL0_LEMONADE_PORT", "/etc/hal0/lemonade.toml", "default"
 

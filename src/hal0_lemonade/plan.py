@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from hal0_lemonade.errors import Hal0Error
 from hal0_lemonade.oserrors import explain
@@ -57,8 +57,7 @@ class Step:
         return bool(self.skip_reason) and not self.actions
 
 
-@dataclass
-class StepResult:
+class StepResult(NamedTuple):
     name: str
     status: Status
     detail: str
@@ -88,8 +87,7 @@ def file_diff(old: bytes | None, new: bytes, old_label: str, new_label: str) -> 
     return "".join(difflib.unified_diff(before, after, old_label, new_label))
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     """What one changing command would do."""
 
     command: str  # "install", "rollback", "uninstall": how the renderer names it

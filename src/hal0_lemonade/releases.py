@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hal0_lemonade import pkgdata
 from hal0_lemonade.errors import IntegrityError, UsageError
@@ -20,8 +19,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^[0-9][0-9A-Za-z.+~-]{0,63}$")
 
 
-@dataclass(frozen=True)
-class Pin:
+class Pin(NamedTuple):
     """The release to install and the digest it must have."""
 
     version: str

@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, NamedTuple, Protocol, TextIO
 
 from hal0_lemonade.checks import Report
 from hal0_lemonade.errors import Hal0Error
@@ -40,8 +40,7 @@ def _indent(text: str, prefix: str = "      ") -> str:
     return "".join(prefix + line + "\n" for line in text.rstrip("\n").splitlines())
 
 
-@dataclass
-class Numbering:
+class Numbering(NamedTuple):
     """``[n/N]``: N comes from the step list; a caller embedding us may shift both."""
 
     offset: int = 0
@@ -51,8 +50,7 @@ class Numbering:
         return f"[{index + self.offset}/{self.total or count + self.offset}]"
 
 
-@dataclass
-class Listing:
+class Listing(NamedTuple):
     """A table of values (``config show``): rows for a person, an object for JSON."""
 
     rows: list[tuple[str, ...]]

@@ -17,8 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from hal0_lemonade.errors import CommandError
 
@@ -27,8 +26,7 @@ MAX_OUTPUT = 1 << 20  # per stream: what systemctl and useradd print is a few kB
 _GRACE_S = 0.5  # how long output is still read once the command itself has exited
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """Run as this account instead of root (uid, primary gid, supplementary gids)."""
 
     uid: int
@@ -36,8 +34,7 @@ class Identity:
     groups: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class CommandResult:
+class CommandResult(NamedTuple):
     argv: tuple[str, ...]
     returncode: int
     stdout: str

@@ -31,7 +31,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hal0_lemonade import failpoints, fsops
 from hal0_lemonade.errors import Hal0Error
@@ -81,8 +81,7 @@ class UnexpectedObjectError(UnsafePathError):
         self.what = what
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     """Who the hal0 tree belongs to: the account's uid/gid (-1 before it exists)."""
 
     uid: int = -1
@@ -200,8 +199,7 @@ def open_dir(layout: Layout, parts: Sequence[str], owner: Owner) -> Iterator[int
         yield fd
 
 
-@dataclass(frozen=True)
-class FileRead:
+class FileRead(NamedTuple):
     """What reading a file under the home found: bytes, or why there are none."""
 
     raw: bytes | None  # None: missing or not read

@@ -7,7 +7,7 @@ through the run's host facts; the install's steps read Settings, not flags or va
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hal0_lemonade import cpus as cpu_probe
 from hal0_lemonade import opconfig, releases
@@ -21,8 +21,7 @@ START_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 30.0
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """The install's own flags (None: not given)."""
 
     version: str | None = None
@@ -33,8 +32,7 @@ class Request:
     reinstall: bool = False  # re-extract the release even when it looks current
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     layout: Layout
     pin: releases.Pin
     threads: int
@@ -42,12 +40,12 @@ class Settings:
     cpus: int  # the CPU budget used for CPUQuota (2 when unreadable)
     start: bool
     port: int
-    env: Environment = field(default_factory=Environment)
+    env: Environment = Environment()
     host: str = LISTEN_HOST
     start_timeout: float = START_TIMEOUT_S
     health_timeout: float = HEALTH_TIMEOUT_S
     warnings: tuple[str, ...] = ()
-    operator: opconfig.OperatorConfig = field(default_factory=opconfig.none)
+    operator: opconfig.OperatorConfig = opconfig.none()
     reinstall: bool = False
 
     @property

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hal0_lemonade import safefs
 from hal0_lemonade.layout import Layout
 
 
-@dataclass(frozen=True)
-class DirSpec:
+class DirSpec(NamedTuple):
     name: str  # "" for the home itself, else a directory directly in it
     mode: int
 

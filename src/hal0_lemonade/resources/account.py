@@ -9,8 +9,10 @@ command wrote is synced before the step goes on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 from hal0_lemonade import accountsdb, fsops, safefs, statedirs
 from hal0_lemonade.layout import SERVICE_GROUP, SERVICE_USER, HostPath, Layout
@@ -22,8 +24,7 @@ GPU_GROUPS = ("render", "video")
 NOLOGIN = "/usr/sbin/nologin"
 
 
-@dataclass(frozen=True)
-class PasswdEntry:
+class PasswdEntry(NamedTuple):
     name: str
     uid: int
     gid: int
@@ -31,17 +32,15 @@ class PasswdEntry:
     shell: str
 
 
-@dataclass(frozen=True)
-class GroupEntry:
+class GroupEntry(NamedTuple):
     name: str
     gid: int
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Accounts:
-    users: dict[str, PasswdEntry] = field(default_factory=dict)
-    groups: dict[str, GroupEntry] = field(default_factory=dict)
+class Accounts(NamedTuple):
+    users: Mapping[str, PasswdEntry] = MappingProxyType({})
+    groups: Mapping[str, GroupEntry] = MappingProxyType({})
 
     def supplementary(self, user: str) -> set[str]:
         return {g.name for g in self.groups.values() if user in g.members}

@@ -11,9 +11,8 @@ rollback restores, though what it wrote to config.json before is what gets kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hal0_lemonade import configschema, fsops, safefs
 from hal0_lemonade.layout import Layout
@@ -52,8 +51,7 @@ def load(layout: Layout, release_id: str) -> dict[str, Any] | None:
     return configschema.parse(raw)[0]
 
 
-@dataclass(frozen=True)
-class Base:
+class Base(NamedTuple):
     """What the config step starts from before laying the locked keys over it."""
 
     config: dict[str, Any]

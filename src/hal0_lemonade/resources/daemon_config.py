@@ -15,8 +15,8 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from hal0_lemonade import configschema, opconfig, safefs
 from hal0_lemonade import cpus as cpu_probe
@@ -32,8 +32,7 @@ llamacpp_args = configschema.llamacpp_args
 _THREADS = re.compile(r"--parallel 1 --threads (\d+)(?: |$)")
 
 
-@dataclass(frozen=True)
-class Intent:
+class Intent(NamedTuple):
     """What hal0 locks in config.json, before it is written in a release's schema."""
 
     threads: int
@@ -114,14 +113,13 @@ STATE_PARTS = ("lemonade",)  # config.json's directory, relative to /var/lib/hal
 NAME = "config.json"
 
 
-@dataclass(frozen=True)
-class ConfigState:
+class ConfigState(NamedTuple):
     raw: bytes | None  # None: missing, or not read (see ``problem``)
     parsed: dict[str, Any] | None  # None: missing, unreadable or not a JSON object
     problem: str  # why ``parsed`` is None although something is there
     mode: int | None
     uid: int | None
-    operator: opconfig.OperatorConfig = field(default_factory=opconfig.none)
+    operator: opconfig.OperatorConfig = opconfig.none()
     unsafe: bool = False  # not a sound file (symlink, FIFO, too big...): moved aside, not read
 
 

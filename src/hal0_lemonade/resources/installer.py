@@ -118,15 +118,16 @@ class Installer:
                 with clock("fetch+verify+extract"):
                     extracted, how, download = self._fetch_into(pin, staging)
                 early.stop()  # a flush still running overlaps the records and the last one
-                with clock("preflight"):
-                    # Will it run here, as hal0 needs it?  Refused now, nothing was promoted.
-                    self.target.schema = preflight.check(staging, pin.version, self.runner)
                 with clock("manifest+marker"):
                     self._write_records(staging, pin, extracted)
                 if download is not None and download.stat().st_dev != staging.stat().st_dev:
                     fsops.fsync_file(download)  # the syncfs below covers it only on one fs
-                with clock("syncfs"):
-                    fsops.syncfs(staging)  # one flush for the new tree and the download
+                with clock("preflight+syncfs"):
+                    # Will it run here, as hal0 needs it?  Refused now, nothing was promoted.
+                    # The one flush for the new tree and the download runs meanwhile.
+                    self.target.schema = preflight.check(
+                        staging, pin.version, self.runner, beside=lambda: fsops.syncfs(staging)
+                    )
             if download is not None:
                 self._keep_download(pin, download)
             failpoints.hit("release.staged")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from hal0_lemonade import configschema
@@ -113,9 +115,46 @@ def tree_schema(tree: Path) -> int:
     return found or 1
 
 
-def check(tree: Path, version: str, runner: CommandRunner) -> int:
-    """Every check above on a staged tree; its config schema."""
+def check(
+    tree: Path, version: str, runner: CommandRunner, *, beside: Callable[[], None] | None = None
+) -> int:
+    """Every check above on a staged tree; its config schema.
+
+    ``lemond --version`` runs first: when it runs, the loader found every library lemond
+    links, and ``ldd`` (a shell script, ~8 ms) is only asked when it did not, to name what is
+    missing and which package has it.  ``beside`` (the staging tree's final flush) runs at the
+    same time: neither reads what the other writes.  Both have finished when this returns or
+    raises.
+    """
     found = schema(tree, version)
-    libraries(tree, version, runner)
-    reports_version(tree, version, runner)
+
+    def runs() -> None:
+        try:
+            reports_version(tree, version, runner)
+        except PreflightError:
+            libraries(tree, version, runner)  # names the missing libraries, if that is why
+            raise
+
+    together(runs, *([beside] if beside is not None else []))
     return found
+
+
+def together(*jobs: Callable[[], None]) -> None:
+    """Run ``jobs`` at once (the first in this thread); raise the first one's error, in order."""
+    errors: list[BaseException | None] = [None] * len(jobs)
+
+    def run(index: int) -> None:
+        try:
+            jobs[index]()
+        except BaseException as exc:  # handed to the caller below
+            errors[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(1, len(jobs))]
+    for thread in threads:
+        thread.start()
+    run(0)
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error

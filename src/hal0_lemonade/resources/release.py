@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hal0_lemonade import configschema, fetch
 from hal0_lemonade.errors import FetchError
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
 STEP = "Lemonade release"
 
 
-@dataclass(frozen=True)
-class ReleaseState:
+class ReleaseState(NamedTuple):
     exists: bool
     target: str | None  # the live symlink's target; None for a seed-era plain directory
     version: str | None

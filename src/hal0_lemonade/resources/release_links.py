@@ -8,8 +8,8 @@ rename of a symlink, and the live path is never a half-extracted mix.  What neit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hal0_lemonade import failpoints, fsops
 from hal0_lemonade.errors import Hal0Error
@@ -97,8 +97,7 @@ def prune(layout: Layout) -> None:
     failpoints.hit("release.pruned")
 
 
-@dataclass(frozen=True)
-class RollbackPlan:
+class RollbackPlan(NamedTuple):
     current: str  # release dir names
     previous: str
     current_version: str

@@ -8,9 +8,8 @@ trees (:mod:`installer`) and the links that switch between them (:mod:`release_l
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hal0_lemonade import archive
 from hal0_lemonade.releases import Pin
@@ -34,8 +33,7 @@ def parse_marker(text: str) -> tuple[str | None, dict[str, str]]:
     return lines[0].strip(), fields
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     """What a release tree held when it was installed (``.hal0-manifest.json``)."""
 
     files: dict[str, dict[str, Any]]  # name -> {"size", "sha256", "mode"}

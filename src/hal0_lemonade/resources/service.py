@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hal0_lemonade import fsops, health
 from hal0_lemonade.errors import ServiceError
@@ -23,8 +23,7 @@ JOURNAL_HINT = (
 NO_START_RECORD = b"install --no-start: the service is not enabled or started on purpose\n"
 
 
-@dataclass(frozen=True)
-class ServiceState:
+class ServiceState(NamedTuple):
     systemd: bool
     props: dict[str, str]
     enabled: bool
