@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from hal0_lemonade.cli import main
 from tests.support.archives import Release, ReleaseFactory
+from tests.support.attacker import Account, run_cli, sandbox_account, traversable_root
 from tests.support.httpserver import HTTPTestServer
 
 
@@ -141,3 +143,25 @@ def installed(cli: CLI, root: Path, served: Callable[..., Served]) -> Iterator[t
     run = cli(*install_args(root, s))
     assert run.code == 0, run.err
     yield root, s
+
+
+@pytest.fixture
+def hal0_sandbox(served: Callable[..., Served]) -> Iterator[tuple[Path, Served, Account]]:
+    """A sandbox root other users can traverse, with 10.6.0 installed by the installer run as
+    a child process (which made the root's hal0), and that hal0 as an account to act as."""
+    with traversable_root() as root:
+        s = served()
+        done = run_cli(*install_args(root, s))
+        assert done.returncode == 0, done.stderr
+        yield root, s, sandbox_account(root)
+
+
+@pytest.fixture(scope="module")
+def pyz() -> Path:
+    """dist/hal0-lemonade.pyz, built by scripts/pyz (reproducible: same bytes every build)."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["bash", "scripts/pyz"], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return repo / "dist/hal0-lemonade.pyz"

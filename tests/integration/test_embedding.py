@@ -34,15 +34,6 @@ echo "hal0-api: starting"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pyz's cache is root's")
 
 
-@pytest.fixture(scope="module")
-def pyz() -> Path:
-    done = subprocess.run(
-        ["bash", "scripts/pyz"], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return REPO / "dist/hal0-lemonade.pyz"
-
-
 def _host_install(
     pyz: Path, root: Path, *args: str | Path, pin: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,6 @@ from tests.support.attacker import (
     Account,
     act_as,
     run_cli,
-    sandbox_account,
-    traversable_root,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another uid needs root")
@@ -33,16 +30,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another uid
 STATE = "var/lib/hal0/lemonade"
 CONFIG = f"{STATE}/config.json"
 SECRET = "TOP-SECRET-root-only"  # noqa: S105 - a marker string, not a credential
-
-
-@pytest.fixture
-def sandbox(served: Callable[..., Served]) -> Iterator[tuple[Path, Served, Account]]:
-    """A sandbox root with 10.6.0 installed by the installer (which made its hal0)."""
-    with traversable_root() as root:
-        s = served()
-        done = run_cli(*install_args(root, s))
-        assert done.returncode == 0, done.stderr
-        yield root, s, sandbox_account(root)
 
 
 def _secret(root: Path, content: str) -> Path:
@@ -96,9 +83,9 @@ def _state_failed(status_json: str) -> str:
     ids=["json-target", "shadow-like-target"],
 )
 def test_config_symlinked_to_a_root_only_file_is_never_read(
-    sandbox: tuple[Path, Served, Account], content: str
+    hal0_sandbox: tuple[Path, Served, Account], content: str
 ) -> None:
-    root, s, hal0 = sandbox
+    root, s, hal0 = hal0_sandbox
     secret = _secret(root, content)
     before = (secret.stat(), secret.read_bytes())
     act_as(hal0, f"""
@@ -129,9 +116,9 @@ def test_config_symlinked_to_a_root_only_file_is_never_read(
 
 @pytest.mark.parametrize("name", ["models", "huggingface", "lemonade"])
 def test_state_dir_symlinked_to_etc_is_not_chowned(
-    sandbox: tuple[Path, Served, Account], name: str
+    hal0_sandbox: tuple[Path, Served, Account], name: str
 ) -> None:
-    root, s, hal0 = sandbox
+    root, s, hal0 = hal0_sandbox
     etc = root / "etc"
     before = {p.name: (p.stat().st_uid, p.stat().st_mode) for p in [etc, *etc.iterdir()]}
     home = root / "var/lib/hal0"
@@ -170,9 +157,9 @@ _PLANTS = {
 
 @pytest.mark.parametrize("plant", list(_PLANTS), ids=list(_PLANTS))
 def test_config_that_would_hang_or_bloat_a_reader(
-    sandbox: tuple[Path, Served, Account], plant: str
+    hal0_sandbox: tuple[Path, Served, Account], plant: str
 ) -> None:
-    root, s, hal0 = sandbox
+    root, s, hal0 = hal0_sandbox
     act_as(hal0, f"""
         import os
         CONFIG = {str(root / CONFIG)!r}
@@ -201,9 +188,9 @@ def test_config_that_would_hang_or_bloat_a_reader(
 
 @pytest.mark.parametrize("name", ["config.json.bak", ".config.json.tmp-0123abcd"])
 def test_a_directory_planted_at_a_name_root_writes_does_not_block_installs(
-    sandbox: tuple[Path, Served, Account], name: str
+    hal0_sandbox: tuple[Path, Served, Account], name: str
 ) -> None:
-    root, s, hal0 = sandbox
+    root, s, hal0 = hal0_sandbox
     act_as(hal0, f"import os; os.mkdir({str(root / STATE / name)!r})")
     for threads in ("3", "4"):  # two installs that each rewrite config.json (and its backup)
         report = _reinstall(root, s, "--threads", threads)
@@ -216,8 +203,10 @@ def test_a_directory_planted_at_a_name_root_writes_does_not_block_installs(
     assert json.loads(backup.read_text())["llamacpp"]["args"] == "--parallel 1 --threads 3"
 
 
-def test_purge_does_not_follow_links_hal0_planted(sandbox: tuple[Path, Served, Account]) -> None:
-    root, _, hal0 = sandbox
+def test_purge_does_not_follow_links_hal0_planted(
+    hal0_sandbox: tuple[Path, Served, Account],
+) -> None:
+    root, _, hal0 = hal0_sandbox
     secret = _secret(root, SECRET)
     etc = root / "etc"
     before = sorted(p.name for p in etc.iterdir())

@@ -141,18 +141,16 @@ def test_doctors_self_test_as_hal0_is_not_handed_roots_terminal(
 
 
 def test_dry_run_shows_hal0s_config_bytes_escaped(
-    served: Callable[..., Served],
+    hal0_sandbox: tuple[Path, Served, Account],
 ) -> None:
-    with traversable_root() as root:
-        s = served()
-        assert run_cli(*install_args(root, s)).returncode == 0
-        config = root / "var/lib/hal0/lemonade/config.json"
-        evil = f'{{"x": "{ESC}]0;owned\a{ESC}[2J{ESC}[1A\u202e"}}\n'
-        act_as(sandbox_account(root), f"open({str(config)!r}, 'w').write({evil!r})")
-        args = [a for a in install_args(root, s) if a != "--json"]
-        code, out, terminal = _on_a_terminal(
-            [sys.executable, "-m", "hal0_lemonade", *map(str, args), "--dry-run"]
-        )
+    root, s, hal0 = hal0_sandbox
+    config = root / "var/lib/hal0/lemonade/config.json"
+    evil = f'{{"x": "{ESC}]0;owned\a{ESC}[2J{ESC}[1A\u202e"}}\n'
+    act_as(hal0, f"open({str(config)!r}, 'w').write({evil!r})")
+    args = [a for a in install_args(root, s) if a != "--json"]
+    code, out, terminal = _on_a_terminal(
+        [sys.executable, "-m", "hal0_lemonade", *map(str, args), "--dry-run"]
+    )
     assert code == 0, terminal
     assert '+  "host": "127.0.0.1",' in out  # the diff is there...
     assert "\\x1b]0;owned\\x07\\x1b[2J" in out and "\\u202e" in out  # ...shown escaped

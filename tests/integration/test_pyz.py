@@ -40,15 +40,6 @@ PYTHONS = {
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the pyz's cache is root's")
 
 
-@pytest.fixture(scope="module")
-def pyz() -> Path:
-    done = subprocess.run(
-        ["bash", "scripts/pyz"], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return REPO / "dist/hal0-lemonade.pyz"
-
-
 def _run(
     python: str, pyz: Path, *args: str | Path, user: int | None = None
 ) -> subprocess.CompletedProcess[str]:
