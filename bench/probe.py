@@ -2,8 +2,9 @@
 
 ``python -m bench.probe ROOT URL SHA256 VERSION [--profile OUT.pstats]``.  Runs the real
 ``installer.Installer`` (the code ``hal0-lemonade install`` uses for the release step) and
-reports the phases it times itself (``Installer.timings``).  ``--noop ROOT ARGS...``
-instead profiles a whole CLI run (``cli.main``) on a converged root; ``--whatif VARIANT ROOT
+reports the phases it times itself (``Installer.timings``).  ``--cli ARGS...`` (or
+``--noop``, the same) instead runs (and profiles) a whole CLI run, ``cli.main(ARGS)``,
+after the imports; ``--whatif VARIANT ROOT
 URL SHA256 VERSION`` times the same release step with one piece switched off from outside
 src/ (see ``whatif``), to show what that piece costs or buys.
 """
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> int:
         prof.enable()
     if argv[0] == "--whatif":
         result = whatif(argv[1], Path(argv[2]), argv[3], argv[4], argv[5])
-    elif argv[0] == "--noop":
+    elif argv[0] in ("--noop", "--cli"):
         code = cli.main(argv[1:])
         result = {"exit": code}
     else:
