@@ -115,8 +115,8 @@ def extras(ex: Extras, res: Results) -> list[str]:
             "process with one change patched in from outside src/. `stdlib zlib`: inflate on "
             "the stdlib's zlib instead of zlib-ng; `no early sync`: no flushes while the release "
             "arrives, only the final fsync/syncfs; `no per-file hash`: the manifest's SHA-256s "
-            "skipped; `no sync at all`: no fsync or syncfs anywhere (not a mode the installer "
-            "has).",
+            "skipped; `no sync at all`: no fsync, syncfs or writeback kick anywhere (not a "
+            "mode the installer has).",
             "",
             *table(
                 ["variant", "release step: median (min-max)", "vs as is", "process wall", "CPU"],
