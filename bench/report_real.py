@@ -117,6 +117,13 @@ def section(res: Results) -> list[str]:
     return out
 
 
+def _rest(rows: list[tuple[str, int, float]]) -> list[list[str]]:
+    if not rows:
+        return []
+    n, t = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    return [[f"{len(rows)} other paths", str(n), f"{t * 1000:.1f} ms"]]
+
+
 def _costs(run: RealRun) -> list[str]:
     """One venv install traced (children, syncs) and one profiled: where fixed costs sit."""
     out: list[str] = []
@@ -137,6 +144,17 @@ def _costs(run: RealRun) -> list[str]:
             *table(["process", "starts at", "lives"], rows),
             "",
         ]
+        if tl.sync_targets:
+            out += [
+                "What it syncs (by descriptor's path; the root's path shown as ROOT):",
+                "",
+                *table(
+                    ["call and path", "calls", "total"],
+                    [[f"`{k}`", str(n), f"{t * 1000:.1f} ms"] for k, n, t in tl.sync_targets[:14]]
+                    + _rest(tl.sync_targets[14:]),
+                ),
+                "",
+            ]
     if run.profile:
         out += [
             f"cProfile of one venv install ({run.site.label}; after the imports, so start-up "

@@ -41,6 +41,7 @@ class Timeline:
     wall: float = 0.0  # the traced run, from the installer's exec to its exit
     children: list[tuple[str, float, float]] = field(default_factory=list)  # argv, at, took
     syncs: dict[str, tuple[int, float]] = field(default_factory=dict)  # call: count, seconds
+    sync_targets: list[tuple[str, int, float]] = field(default_factory=list)  # call+path, n, s
     code: int = 0
 
 

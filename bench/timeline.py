@@ -3,8 +3,9 @@
 Only process starts and exits and the sync calls are traced (seccomp-bpf keeps the rest
 of the process untouched), so the run is close to an untraced one.  Gives each child
 process (what it runs, when it starts after the installer's own exec, how long it lives)
-and the count and total time of each kind of sync call.  Not a measurement of record:
-it shows where fixed costs sit.
+and the count and total time of each kind of sync call, and of each file it syncs
+(``-y`` names a descriptor's path).  Not a measurement of record: it shows where fixed
+costs sit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ _LINE = re.compile(r"^(\d+)\s+(\d\d:\d\d:\d\d\.\d+)\s+(.*)$")
 _EXEC = re.compile(r'^execve\("([^"]*)", \[(.*?)\]')
 _DURATION = re.compile(r"<(\d+\.\d+)>\s*$")
 _OK = re.compile(r"\) = 0( <|$)")
+_RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>")
+_TARGET = re.compile(r"^\w+\(\d+<([^>]*)>")
+
+
+def _short(text: str, names: Mapping[str, str]) -> str:
+    """``names`` replaced, and the random or pid suffixes of temp names made alike."""
+    for long, short in names.items():
+        text = text.replace(long, short)
+    text = re.sub(r"([.-])(tmp-|staging-)?[0-9a-f]{8}\b", r"\1\2*", text)
+    return re.sub(r"(/etc/\w+)\.\d+$", r"\1.PID", text)
 
 
 def _seconds(stamp: str) -> float:
@@ -37,11 +48,11 @@ class _Parse:
         self.ended: dict[int, float] = {}
         self.pending: dict[int, tuple[str, float]] = {}  # an execve not yet returned
         self.syncs: dict[str, list[float]] = {}
+        self.targets: dict[str, list[float]] = {}  # "call path": durations
+        self.unfinished: dict[tuple[int, str], str] = {}  # (pid, call): its first half
 
     def execve(self, pid: int, at: float, rest: str, args: str) -> None:
-        label = " ".join(re.findall(r'"((?:[^"\\]|\\.)*)"', args)[:3])
-        for long, short in self.names.items():
-            label = label.replace(long, short)
+        label = _short(" ".join(re.findall(r'"((?:[^"\\]|\\.)*)"', args)[:3]), self.names)
         if "<unfinished ...>" in rest:
             self.pending[pid] = (label, at)
         elif _OK.search(rest):  # a failed execve (PATH search) runs nothing
@@ -57,10 +68,24 @@ class _Parse:
         elif rest.startswith(("exit_group(", "+++ exited")):
             self.ended.setdefault(pid, at)
         else:
-            took = _DURATION.search(rest)
-            name = rest.split("(", 1)[0]
-            if name in SYNCS and took:
-                self.syncs.setdefault(name, []).append(float(took.group(1)))
+            self.sync(pid, rest)
+
+    def sync(self, pid: int, rest: str) -> None:
+        resumed = _RESUMED.match(rest)
+        name = resumed.group(1) if resumed else rest.split("(", 1)[0]
+        if name not in SYNCS:
+            return
+        if "<unfinished ...>" in rest:
+            self.unfinished[(pid, name)] = rest
+            return
+        head = self.unfinished.pop((pid, name), "") if resumed else rest
+        took = _DURATION.search(rest)
+        if took is None:
+            return
+        self.syncs.setdefault(name, []).append(float(took.group(1)))
+        target = _TARGET.match(head)
+        path = _short(target.group(1), self.names) if target else ""
+        self.targets.setdefault(f"{name} {path}".rstrip(), []).append(float(took.group(1)))
 
 
 def parse(lines: Sequence[str], names: Mapping[str, str]) -> Timeline:
@@ -81,6 +106,9 @@ def parse(lines: Sequence[str], names: Mapping[str, str]) -> Timeline:
     for pid, (label, at) in ordered[1:]:  # the first exec is the installer's own
         out.children.append((label, at - first, p.ended.get(pid, last) - at))
     out.syncs = {k: (len(v), sum(v)) for k, v in p.syncs.items()}
+    out.sync_targets = sorted(
+        ((k, len(v), sum(v)) for k, v in p.targets.items()), key=lambda t: t[2], reverse=True
+    )
     return out
 
 
@@ -88,8 +116,9 @@ def trace(argv: Sequence[str | Path], names: Mapping[str, str]) -> Timeline:
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as log:
         done = subprocess.run(
             [
-                "strace", "-f", "-qq", "-tt", "-T", "--seccomp-bpf", "-s", "256", "-o", log.name,
-                "-e", "trace=execve,exit_group," + ",".join(SYNCS), *map(str, argv),
+                "strace", "-f", "-qq", "-tt", "-T", "-y", "--seccomp-bpf", "-s", "256",
+                "-o", log.name, "-e", "trace=execve,exit_group," + ",".join(SYNCS),
+                *map(str, argv),
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
         )  # fmt: skip
