@@ -101,7 +101,7 @@ def history(run: DataRun, ex: Extras | None) -> list[str]:
         "inflate (zlib-ng, ~0.25-0.3 s of CPU for this archive) is the longest serial part. "
         "What is left is spread thin: the manifest hashes (above), the download cache's copy "
         "of the archive (~0.06 s in a paired A/B run; it is what makes resume and offline "
-        "`--reinstall` work), ~20 dataclasses built at import (~15 ms), the account step's "
+        "`--reinstall` work), the account step's "
         "`useradd` (~20 ms). On the shared 2-core VM this was written on, the same code "
         "measured 0.46x to 0.53x in full runs minutes apart: the installer is the side that "
         "waits for the disk, and the VM's disk and CPU speed change from one window to the "
