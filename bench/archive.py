@@ -23,7 +23,6 @@ from typing import Any
 from tests.support import archives
 from tests.support.archives import Member, directory, release_members, top_dir_name, write_tar_gz
 
-REPO = Path(__file__).resolve().parent.parent
 VERSION = "10.6.0"
 CHUNK = 64 * 1024
 RANDOM_SHARE = 0.06

@@ -15,18 +15,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tests.support.httpserver import free_port
 
-from bench.archive import REPO
+from bench.context import REPO
+from bench.results import HealthResult
 from hal0_lemonade import health
-
-
-@dataclass(frozen=True)
-class HealthResult:
-    mode: str
-    samples_ms: list[float]
 
 
 def _forking_still_running() -> str | None:

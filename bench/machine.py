@@ -79,10 +79,13 @@ def source_state() -> str:
     dirty = subprocess.run(
         ["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--", "src"], check=False
     ).returncode
-    return f"commit {head}" + (" + uncommitted changes in src/" if dirty else "")
+    src = _first_line(["git", "-C", str(repo), "log", "-1", "--format=%h", "--", "src"])
+    return f"commit {head} (src/ last changed in {src})" + (
+        " + uncommitted changes in src/" if dirty else ""
+    )
 
 
-def details(workdir: Path) -> list[tuple[str, str]]:
+def details() -> list[tuple[str, str]]:
     return [
         ("CPU", cpu_model()),
         ("Cores", f"{os.cpu_count()} online, {len(os.sched_getaffinity(0))} usable by this run"),
@@ -93,8 +96,12 @@ def details(workdir: Path) -> list[tuple[str, str]]:
             f"{platform.python_implementation()} {sys.version.split()[0]} ({sys.executable})",
         ),
         ("zlib", f"{zlib.ZLIB_RUNTIME_VERSION}; zlib-ng (Python package) {_version('zlib-ng')}"),
-        ("Filesystem (work dir)", filesystem(workdir)),
         ("curl", " ".join(_first_line(["curl", "--version"]).split()[:2])),
         ("hal0-lemonade source", source_state()),
         ("tar", _first_line(["tar", "--version"])),
+        ("strace", _first_line(["strace", "-V"])),
+        (
+            "systemd-nspawn (host)",
+            " ".join(_first_line(["systemd-nspawn", "--version"]).split()[:2]),
+        ),
     ]

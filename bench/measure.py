@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -51,9 +51,22 @@ with open(sys.argv[1], "w") as fh:
 """
 
 
-def timed(argv: Sequence[str | Path], *, cwd: Path | None = None) -> Timed:
-    """Run ``argv``; wall time, CPU and peak RSS (KiB) of this child and what it waits for."""
-    env = {k: v for k, v in os.environ.items() if k != "HAL0_SKIP_LEMONADE_SHA"}
+def timed(
+    argv: Sequence[str | Path],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str | Path] = (),
+) -> Timed:
+    """Run ``argv``; wall time, CPU and peak RSS (KiB) of this child and what it waits for.
+
+    ``env`` adds to (or overrides) this process's environment; ``prefix`` runs the launcher
+    itself under another command (e.g. ``unshare``), outside what is timed.
+    """
+    full_env = {
+        **{k: v for k, v in os.environ.items() if k != "HAL0_SKIP_LEMONADE_SHA"},
+        **(env or {}),
+    }
     with (
         tempfile.TemporaryFile() as out,
         tempfile.TemporaryFile() as err,
@@ -61,7 +74,12 @@ def timed(argv: Sequence[str | Path], *, cwd: Path | None = None) -> Timed:
     ):
         launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, stats.name]
         subprocess.run(
-            [*launcher, *map(str, argv)], cwd=cwd, env=env, stdout=out, stderr=err, check=False
+            [*map(str, prefix), *launcher, *map(str, argv)],
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=err,
+            check=False,
         )
         wall, user, system, maxrss, code = json.load(stats)
         out.seek(0)
@@ -179,17 +197,24 @@ def create_ms(directory: Path, files: int = 300) -> float:
         d.rmdir()
 
 
-def top_functions(stats_file: Path, limit: int = 12) -> list[tuple[str, int, float, float]]:
-    """(function, calls, own time, cumulative time), heaviest own time first."""
-    profile = pstats.Stats(str(stats_file)).get_stats_profile()
+def top_functions(
+    stats_file: Path, limit: int = 12, *, cumulative: bool = False, only: str = ""
+) -> list[tuple[str, int, float, float]]:
+    """(function, calls, own time, cumulative time), heaviest own (or cumulative) time
+    first; ``only``: functions whose file path holds this string.  Full precision (pstats'
+    ``get_stats_profile`` rounds to milliseconds)."""
+    stats: dict[tuple[str, int, str], tuple[int, int, float, float, object]] = getattr(
+        pstats.Stats(str(stats_file)), "stats", {}
+    )
     rows = []
-    for func, fp in profile.func_profiles.items():
-        short = fp.file_name
+    for (file_name, line, func), (_, ncalls, tottime, cumtime, _) in stats.items():
+        if only not in file_name:
+            continue
+        short = file_name
         for marker in ("site-packages/", "src/", "lib/python3.11/"):
             if marker in short:
                 short = short.split(marker, 1)[1]
-        where = f"{short}:{fp.line_number}({func})" if fp.file_name != "~" else func
-        ncalls = int(str(fp.ncalls).split("/", 1)[0])
-        rows.append((where, ncalls, float(fp.tottime), float(fp.cumtime)))
-    rows.sort(key=lambda r: r[2], reverse=True)
+        where = f"{short}:{line}({func})" if file_name != "~" else func
+        rows.append((where, int(ncalls), float(tottime), float(cumtime)))
+    rows.sort(key=lambda r: r[3] if cumulative else r[2], reverse=True)
     return rows[:limit]

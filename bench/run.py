@@ -1,106 +1,53 @@
-"""Orchestration: build/cache archives, serve them on 127.0.0.1, run the four measurements."""
+"""``python -m bench``: every workload of issue 17, side by side, then BENCHMARKS.md.
+
+1. real: the real Lemonade archive's whole install, the installer vs bench/seed_step.sh;
+2. pyz: the same install from dist/hal0-lemonade.pyz, cold and warm, vs the venv;
+3. restart: a restarting change under booted systemd with the real lemond (install wall time,
+   the longest gap in health answers) and ``systemctl restart`` alone;
+4. data: the 200 MB release's data path vs curl + sha256sum + tar;
+5. noop: a re-run on a converged root (time, snapshot diff, write syscalls);
+and the data path's extras: profile (phases, what-ifs, start-up), rss (1 GiB), health.
+Workloads 1, 2, 4 and 5 run on the plain disk and on a fresh ext4 (``--fs``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import functools
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tests.support.httpserver import HTTPTestServer
 
-from bench import archive, health_bench, machine, measure, report, scratchfs
-from bench.archive import REPO
-from bench.measure import QUIET_S, Timed, median
+from bench import (
+    archive,
+    data,
+    health_bench,
+    machine,
+    measure,
+    noop,
+    pyz,
+    real,
+    report,
+    restart,
+    scratchfs,
+)
+from bench.context import PY, REPO, Site, loadavg, log
+from bench.results import Extras, RealArchive, Results
 
-VENV_BIN = REPO / ".venv" / "bin"
-PY = VENV_BIN / "python"
-HAL0 = VENV_BIN / "hal0-lemonade"
-
-BASELINE = r"""set -euo pipefail
-url=$1 sha=$2 d=$3
-t0=$EPOCHREALTIME
-curl -fsS -o "$d/lemonade.tar.gz" "$url"
-t1=$EPOCHREALTIME
-echo "$sha  $d/lemonade.tar.gz" | sha256sum -c --quiet -
-t2=$EPOCHREALTIME
-mkdir "$d/lemonade"
-tar -xzf "$d/lemonade.tar.gz" --strip-components=1 -C "$d/lemonade"
-t3=$EPOCHREALTIME
-if [ "${4:-}" = sync ]; then sync -f "$d/lemonade"; fi  # syncfs: what the installer pays for
-t4=$EPOCHREALTIME
-echo "$t0 $t1 $t2 $t3 $t4" >&2
-"""
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Results:
-    reps: int
-    machine: list[tuple[str, str]] = field(default_factory=list)
-    archives: dict[str, archive.Built] = field(default_factory=dict)
-    baseline: list[Timed] = field(default_factory=list)
-    baseline_stages: list[tuple[float, float, float]] = field(default_factory=list)
-    baseline_synced: list[Timed] = field(default_factory=list)
-    sync_stage: list[float] = field(default_factory=list)
-    installer: list[Timed] = field(default_factory=list)
-    breakdown: list[dict[str, float]] = field(default_factory=list)
-    startup: dict[str, list[float]] = field(default_factory=dict)
-    noop: list[Timed] = field(default_factory=list)
-    noop_changes: list[list[str]] = field(default_factory=list)
-    noop_files: int = 0
-    noop_steps: list[dict[str, Any]] = field(default_factory=list)
-    rss_1gib: list[Timed] = field(default_factory=list)
-    health: list[health_bench.HealthResult] = field(default_factory=list)
-    micro: list[tuple[str, float]] = field(default_factory=list)
-    profile_cold: list[tuple[str, int, float, float]] = field(default_factory=list)
-    profile_noop: list[tuple[str, int, float, float]] = field(default_factory=list)
-    whatif: dict[str, list[Timed]] = field(default_factory=dict)
-    whatif_step: dict[str, list[float]] = field(default_factory=dict)
-    load: list[str] = field(default_factory=list)
-    creates: list[tuple[str, float]] = field(default_factory=list)
-
-
-def _install_argv(root: Path, url: str, built: archive.Built, *extra: str) -> list[str | Path]:
-    return [
-        HAL0,
-        "install",
-        "--root",
-        root,
-        "--no-start",
-        "--artifact",
-        url,
-        "--sha256",
-        built.sha256,
-        "--version",
-        built.version,
-        *extra,
-    ]
-
-
-def _check(t: Timed, what: str) -> None:
-    if t.code != 0:
-        raise SystemExit(f"{what} failed (exit {t.code}):\n{t.out}\n{t.err}")
-
-
-SCRATCH_GIB = 6  # the 1 GiB archive's tree and cached download, and the converged root
-
-
-def _fresh(work: Path) -> Path:
-    os.sync()  # nobody pays for the previous run's dirty pages
-    time.sleep(QUIET_S)
-    return Path(tempfile.mkdtemp(prefix="rep-", dir=work))
+WORKLOADS = ("real", "pyz", "restart", "data", "noop")
+EXTRAS = ("profile", "rss", "health")
+DEFAULT_REPS = 7
+SCRATCH_GIB = 6  # the 1 GiB archive's tree and cached download, and the converged roots
+REAL_VERSION = "10.6.0"
 
 
 def compile_package() -> None:
@@ -111,214 +58,208 @@ def compile_package() -> None:
     subprocess.run([PY, "-m", "compileall", "-q", str(package)], env=env, check=True)
 
 
-def cold(res: Results, work: Path, url: str, built: archive.Built) -> Path:
-    """Measurement 1, interleaved so drift hits both sides alike; returns a converged root.
+def real_dir(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    env = os.environ.get("HAL0_REAL_LEMONADE")
+    return Path(env) if env else (REPO.parent / "shared" / "lemonade")
 
-    Three sides: the shell pipeline as the seed ran it, the same followed by ``sync -f`` of
-    the tree (the durability the installer pays for), and the installer.
-    """
-    kept = work / "converged"
-    kinds = ("baseline", "installer", "synced")
-    for i in range(res.reps):
-        order = kinds[i % 3 :] + kinds[: i % 3]
-        for kind in order:
-            d = _fresh(work)
-            if kind in ("baseline", "synced"):
-                argv: list[str | Path] = ["bash", "-c", BASELINE, "bench", url, built.sha256, d]
-                t = measure.timed([*argv, "sync"] if kind == "synced" else argv)
-                _check(t, "the shell pipeline")
-                s = [float(x) for x in t.err.split()[-5:]]
-                if kind == "baseline":
-                    res.baseline.append(t)
-                    res.baseline_stages.append((s[1] - s[0], s[2] - s[1], s[3] - s[2]))
-                else:
-                    res.baseline_synced.append(t)
-                    res.sync_stage.append(s[4] - s[3])
-                shutil.rmtree(d)
+
+def find_real(directory: Path) -> tuple[RealArchive | None, str]:
+    """The real 10.6.0 archive in ``directory``, checked against its .sha256; or why not."""
+    path = directory / f"lemonade-embeddable-{REAL_VERSION}-ubuntu-x64.tar.gz"
+    digest_file = path.with_name(path.name + ".sha256")
+    if not path.is_file() or not digest_file.is_file():
+        return None, f"no {path.name} (+ .sha256) in {directory} (--real-dir)"
+    expected = digest_file.read_text().split()[0]
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        raise SystemExit(f"{path} does not match {digest_file.name}")
+    return RealArchive(path, REAL_VERSION, expected), ""
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = p.add_argument
+    add("--reps", type=int, default=DEFAULT_REPS, help=f"reps of everything ({DEFAULT_REPS})")
+    names = ", ".join(WORKLOADS + EXTRAS)
+    add("--only", default=",".join(WORKLOADS + EXTRAS), help=f"a comma-separated subset: {names}")
+    add("--fs", default="plain,fresh", help="where workloads 1, 2, 4, 5 write: plain, fresh")
+    add("--real-dir", type=Path, help="real archives ($HAL0_REAL_LEMONADE, ../shared/lemonade)")
+    add("--rss-reps", type=int, default=3, help="1 GiB installs for peak RSS (3)")
+    add("--health-samples", type=int, default=20, help="samples per variant (20)")
+    add("--skip-1gib", action="store_true", help="the same as leaving rss out of --only")
+    add("--cache-dir", type=Path, default=REPO / ".cache" / "bench")
+    add("--output", type=Path, help="BENCHMARKS.md; a subset: .cache/bench/BENCHMARKS.partial.md")
+    args = p.parse_args(argv)
+    args.only = [w.strip() for w in args.only.split(",") if w.strip()]
+    args.fs = [f.strip() for f in args.fs.split(",") if f.strip()]
+    bad = set(args.only) - set(WORKLOADS + EXTRAS) | set(args.fs) - {"plain", "fresh"}
+    if bad or args.reps < 1:
+        p.error(f"unknown: {', '.join(sorted(bad))}" if bad else "--reps must be >= 1")
+    if args.skip_1gib and "rss" in args.only:
+        args.only.remove("rss")
+    full = set(args.only) == set(WORKLOADS + EXTRAS) and len(set(args.fs)) == 2
+    if args.output is None:
+        args.output = REPO / "BENCHMARKS.md" if full else args.cache_dir / "BENCHMARKS.partial.md"
+    return args
+
+
+@contextlib.contextmanager
+def sites(keys: list[str], cache: Path, res: Results) -> Iterator[list[Site]]:
+    """The plain-disk dir and the fresh ext4 asked for, each with this run's work dir."""
+    with contextlib.ExitStack() as stack:
+        found: list[Site] = []
+        for key in keys:
+            if key == "plain":
+                base, label = cache / "plain", "plain disk"
+                base.mkdir(parents=True, exist_ok=True)
             else:
-                root = d / "root"
-                root.mkdir()
-                t = measure.timed(_install_argv(root, url, built))
-                _check(t, "hal0-lemonade install")
-                if not (root / "opt/lemonade/lemond").is_file():
-                    raise SystemExit("hal0-lemonade install did not install lemond")
-                res.installer.append(t)
-                if kept.exists():
-                    shutil.rmtree(kept)
-                d.rename(kept)
-            log(f"cold rep {i + 1}/{res.reps} {kind}: {t.wall:.2f} s")
-    return kept / "root"
+                mounted = stack.enter_context(scratchfs.scratch_fs(cache, SCRATCH_GIB, log))
+                if mounted is None:
+                    res.skipped["fresh ext4"] = scratchfs.unavailable() or "could not be made"
+                    continue
+                base, label = mounted, "fresh ext4"
+            work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
+            found.append(Site(key, label, work, machine.filesystem(work), measure.create_ms(work)))
+        yield found
 
 
-def breakdown(res: Results, work: Path, url: str, built: archive.Built) -> None:
-    for i in range(res.reps + 1):
-        d = _fresh(work)
-        (d / "root").mkdir()
-        argv: list[str | Path] = [
-            PY,
-            "-m",
-            "bench.probe",
-            d / "root",
-            url,
-            built.sha256,
-            built.version,
-        ]
-        profile = d / "cold.pstats"
-        if i == res.reps:
-            argv += ["--profile", profile]  # one extra, profiled run (slower; not timed)
-        t = measure.timed(argv, cwd=REPO)
-        _check(t, "bench.probe")
-        if i == res.reps:
-            res.profile_cold = measure.top_functions(profile)
-        else:
-            res.breakdown.append(
-                {**json.loads(t.out.splitlines()[-1]), "probe process wall": t.wall}
-            )
-        shutil.rmtree(d)
-    log("breakdown done")
-
-
-WHATIF = ["as is", "stdlib zlib", "no early sync", "no per-file hash", "no sync at all"]
-
-
-def whatif(res: Results, work: Path, url: str, built: archive.Built) -> None:
-    """The release step in-process (probe.py), as it is and with one piece switched off."""
-    for i in range(res.reps):
-        for v in WHATIF:
-            d = _fresh(work)
-            (d / "root").mkdir()
-            argv: list[str | Path] = [PY, "-m", "bench.probe", "--whatif", v, d / "root", url]
-            t = measure.timed([*argv, built.sha256, built.version], cwd=REPO)
-            _check(t, f"what-if {v}")
-            res.whatif.setdefault(v, []).append(t)
-            res.whatif_step.setdefault(v, []).append(json.loads(t.out.splitlines()[-1])["step"])
-            shutil.rmtree(d)
-        log(f"what-if rep {i + 1}/{res.reps} done")
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def startup(res: Results) -> None:
-    cases: dict[str, list[str | Path]] = {
-        "python -c pass": [PY, "-c", "pass"],
-        "python -c 'import hal0_lemonade.cli'": [PY, "-c", "import hal0_lemonade.cli"],
-        "python -c 'import hal0_lemonade.download'": [
-            PY,
-            "-c",
-            "import hal0_lemonade.download",
-        ],
-        "hal0-lemonade --version": [HAL0, "--version"],
-    }
-    for _ in range(max(res.reps, 5)):
-        for label, argv in cases.items():
-            res.startup.setdefault(label, []).append(measure.timed(argv).wall)
-
-
-def noop(res: Results, root: Path, url: str, built: archive.Built) -> None:
-    _check(measure.timed(_install_argv(root, url, built)), "converging run")
-    for _ in range(res.reps):
-        before = measure.snapshot(root)
-        t = measure.timed(_install_argv(root, url, built, "--json"))
-        _check(t, "no-op run")
-        after = measure.snapshot(root)
-        res.noop.append(t)
-        res.noop_changes.append(measure.diff(before, after))
-        res.noop_files = len(after)
-        res.noop_steps = json.loads(t.out)["steps"]
-    prof = root.parent / "noop.pstats"
-    argv = [
-        PY,
-        "-m",
-        "bench.probe",
-        "--noop",
-        *_install_argv(root, url, built)[1:],
-        "--profile",
-        prof,
-    ]
-    _check(measure.timed(argv, cwd=REPO), "profiled no-op run")
-    res.profile_noop = measure.top_functions(prof)
-    log(f"no-op median {median([t.wall for t in res.noop]):.3f} s")
-
-
-def rss(res: Results, work: Path, url: str, built: archive.Built, reps: int) -> None:
-    for i in range(reps):
-        d = _fresh(work)
-        (d / "root").mkdir()
-        t = measure.timed(_install_argv(d / "root", url, built))
-        _check(t, "1 GiB install")
-        res.rss_1gib.append(t)
-        shutil.rmtree(d)
-        log(f"1 GiB rep {i + 1}/{reps}: {t.wall:.2f} s, peak RSS {t.maxrss_kib / 1024:.1f} MiB")
+@contextlib.contextmanager
+def phase(res: Results, name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        res.phases[name] = res.phases.get(name, 0.0) + time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--reps", type=int, default=5, help="repetitions per measurement (5)")
-    p.add_argument("--rss-reps", type=int, default=3, help="1 GiB installs for peak RSS (3)")
-    p.add_argument("--health-samples", type=int, default=20, help="samples per variant (20)")
-    p.add_argument("--skip-1gib", action="store_true", help="skip the 1 GiB peak-RSS run")
-    p.add_argument(
-        "--work-dir",
-        type=Path,
-        default=None,
-        help="where the measured installs and extractions write (default: a fresh ext4 on a "
-        "loop device, see bench/scratchfs.py, else the cache dir); the report gives its "
-        "filesystem and what one file create costs there",
-    )
-    p.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench")
-    p.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
-    args = p.parse_args(argv)
-
+    args = parse(argv)
     cache: Path = args.cache_dir
     cache.mkdir(parents=True, exist_ok=True)
-    compile_package()
-    scratch: contextlib.AbstractContextManager[Path | None] = (
-        scratchfs.scratch_fs(cache, SCRATCH_GIB, log)
-        if args.work_dir is None
-        else contextlib.nullcontext(None)
-    )
-    with scratch as mounted:
-        work_dir: Path = args.work_dir or mounted or cache
-        work_dir.mkdir(parents=True, exist_ok=True)
-        return _measure(args, work_dir, cache)
-
-
-def _measure(args: argparse.Namespace, work_dir: Path, cache: Path) -> int:
-    work = Path(tempfile.mkdtemp(prefix="work-", dir=work_dir))
-    res = Results(args.reps, machine.details(work))
-    # What one file create costs where the reps write, and on the repo's own disk (see
-    # bench/scratchfs.py for why the two can differ by 10x); each side creates 306 files.
-    res.creates = [(str(work_dir), measure.create_ms(work))]
-    if work_dir.resolve() != cache.resolve():
-        res.creates.append((str(cache), measure.create_ms(cache)))
     started = time.monotonic()
+    res = Results(args.reps, args.only, machine.details())
     res.load.append(loadavg())
-    try:
-        small = archive.build(archive.RELEASE_200MB, cache, log)
-        res.archives["200MB"] = small
-        big = None if args.skip_1gib else archive.build(archive.RELEASE_1GIB, cache, log)
-        if big is not None:
-            res.archives["1GiB"] = big
-        with HTTPTestServer() as server:
-            url = server.add(f"/dl/{small.name}", small.path)
-            converged = cold(res, work, url, small)
-            breakdown(res, work, url, small)
-            noop(res, converged, url, small)
-            whatif(res, work, url, small)
-            if big is not None:
-                big_url = server.add(f"/big/{big.name}", big.path)
-                rss(res, work, big_url, big, args.rss_reps)
-        startup(res)
-        res.micro = measure.micro(small.path)
-        log("health latency ...")
-        res.health = health_bench.run(args.health_samples)
-        res.load.append(loadavg())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    compile_package()
+    with sites(args.fs, cache, res) as where:
+        res.sites = where
+        _measure(args, res, cache)
+    res.load.append(loadavg())
     text = report.render(res, time.monotonic() - started, " ".join(sys.argv[1:]))
     args.output.write_text(text)
     print(text)
-    log(f"wrote {args.output}")
+    log(f"wrote {args.output} ({time.monotonic() - started:.0f} s)")
     return 0
+
+
+def _measure(args: argparse.Namespace, res: Results, cache: Path) -> None:
+    only = set(args.only)
+    rdir = real_dir(args.real_dir)
+    res.real_archive, why = find_real(rdir)
+    if res.real_archive is None:
+        for w in sorted(only & {"real", "pyz", "restart"}):
+            res.skipped[w] = why
+    why_pyz = pyz.unavailable()
+    if why_pyz and only & {"pyz"}:
+        res.skipped["pyz"] = why_pyz
+    elif not why_pyz and only & {"pyz", "restart", "noop"} and res.real_archive is not None:
+        with phase(res, "builds"):
+            res.pyz_sha256 = pyz.build()
+    with HTTPTestServer() as server:
+        urls = Urls(server, res, cache, only)
+        if res.real_archive is not None:
+            _real(res, urls.real, only, why_pyz, args.reps)
+        if "noop" in only:
+            with phase(res, "noop"):
+                _noop(res, urls, args.reps, use_pyz=not why_pyz)
+        if "data" in only and urls.built is not None:
+            with phase(res, "data"):
+                res.data = [
+                    data.cold(site, urls.small, urls.built, args.reps) for site in res.sites
+                ]
+        if only & {"profile", "rss"} and res.sites:
+            with phase(res, "profile+rss"):
+                _extras(args, res, server, urls)
+    if "restart" in only and res.real_archive is not None:
+        _restart(res, cache, rdir, args.reps)
+    if "health" in only:
+        log("health latency ...")
+        with phase(res, "health"):
+            res.extras = res.extras or Extras()
+            res.extras.health = health_bench.run(args.health_samples)
+
+
+class Urls:
+    """What the bench's HTTP server on 127.0.0.1 serves (built first when needed)."""
+
+    def __init__(self, server: HTTPTestServer, res: Results, cache: Path, only: set[str]) -> None:
+        ra = res.real_archive
+        self.real = server.add(f"/real/{ra.name}", ra.path) if ra is not None else ""
+        self.small = ""
+        self.built = None
+        if only & {"data", "profile", "rss", "noop"}:
+            with phase(res, "builds"):
+                self.built = archive.build(archive.RELEASE_200MB, cache, log)
+            res.archives["200MB"] = self.built
+            self.small = server.add(f"/dl/{self.built.name}", self.built.path)
+
+
+def _real(res: Results, url: str, only: set[str], why_pyz: str, reps: int) -> None:
+    wanted = set()
+    if "real" in only:
+        wanted |= {"seed", "venv"}
+    if "pyz" in only and not why_pyz:
+        wanted |= {"venv", "pyz cold", "pyz warm"}
+    sides = tuple(s for s in real.SIDES if s in wanted)
+    if sides and res.real_archive is not None:
+        with phase(res, "real+pyz"):
+            res.real = [real.run(site, url, res.real_archive, reps, sides) for site in res.sites]
+
+
+def _noop(res: Results, urls: Urls, reps: int, *, use_pyz: bool) -> None:
+    ra, small = res.real_archive, urls.built
+    for site in res.sites:
+        warm = real.warm_cache(site.work, urls.real, ra) if ra is not None and use_pyz else None
+        if ra is not None:
+            args = functools.partial(real.install_args, url=urls.real, real=ra)
+            res.noop.append(noop.run(site, "real 10.6.0", args, reps, warm))
+        if small is not None:
+            small_args = functools.partial(data.install_args, url=urls.small, built=small)
+            res.noop.append(noop.run(site, "200 MB", small_args, reps, warm))
+
+
+def _restart(res: Results, cache: Path, rdir: Path, reps: int) -> None:
+    why = restart.unavailable()
+    if why:
+        res.skipped["restart"] = why
+        return
+    if res.real_archive is None or not res.pyz_sha256:
+        res.skipped["restart"] = "no real archive or no pyz"
+        return
+    with phase(res, "restart"):
+        root = restart.rootfs()
+        logs = cache / "restart"
+        logs.mkdir(exist_ok=True)
+        res.restart = restart.run(root, logs, rdir, res.real_archive, reps)
+
+
+def _extras(args: argparse.Namespace, res: Results, server: HTTPTestServer, urls: Urls) -> None:
+    site = next((s for s in res.sites if s.key == "fresh"), res.sites[0])
+    ex = res.extras = res.extras or Extras()
+    ex.site = site.label
+    if urls.built is None:
+        return
+    if "profile" in res.only:
+        data.breakdown(ex, site.work, urls.small, urls.built, args.reps)
+        data.whatif(ex, site.work, urls.small, urls.built, args.reps)
+        data.startup(ex, args.reps)
+        ex.micro = measure.micro(urls.built.path)
+    if "rss" in res.only:
+        big = archive.build(archive.RELEASE_1GIB, args.cache_dir, log)
+        res.archives["1GiB"] = big
+        data.rss(ex, site.work, server.add(f"/big/{big.name}", big.path), big, args.rss_reps)
