@@ -10,11 +10,17 @@ the site being measured:
   the venv's console script (all six steps; the service is enabled, not started);
 - ``pyz cold``: the same command from dist/hal0-lemonade.pyz on /usr/bin/python3, its code
   cache absent (the pyz unpacks and compiles it, then syncs, then installs);
-- ``pyz warm``: the same with the cache a previous run unpacked.
+- ``pyz warm``: the same with the cache a previous run unpacked;
+- ``seed, host-like root`` and ``venv, host-like root``: the first two on a root that holds
+  what every Debian host already has (/etc with an accounts database that has the video and
+  render groups, /etc/systemd/system/multi-user.target.wants, /opt, /var/lib, /var/cache,
+  /run), so neither side pays for making a root's skeleton, and both add hal0 to the GPU
+  groups as they would on a real host.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +29,29 @@ from bench.context import HAL0, PY, REPO, SEED_STEP, Site, check, fresh, log
 from bench.measure import Timed
 from bench.results import RealArchive, RealRun
 
-SIDES = ("seed", "venv", "pyz cold", "pyz warm")
+SIDES = ("seed", "venv", "pyz cold", "pyz warm", "seed, host-like root", "venv, host-like root")
+HOST_LIKE = "host-like root"
+# What a Debian host's accounts database holds that matters here: root, and the GPU groups.
+_ACCOUNTS = {
+    "passwd": ("root:x:0:0:root:/root:/bin/bash\n", 0o644),
+    "group": ("root:x:0:\nvideo:x:44:\nrender:x:105:\n", 0o644),
+    "shadow": ("root:*:19000:0:99999:7:::\n", 0o640),
+    "gshadow": ("root:*::\nvideo:*::\nrender:*::\n", 0o640),
+}
+_HOST_DIRS = ("etc/systemd/system/multi-user.target.wants", "opt", "var/lib", "var/cache", "run")
+
+
+def host_like(root: Path) -> None:
+    """Give ``root`` the skeleton of a Debian host (synced, before anything is timed)."""
+    for d in _HOST_DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for name, (text, mode) in _ACCOUNTS.items():
+        path = root / "etc" / name
+        path.write_text(text)
+        path.chmod(mode)
+    os.sync()
+
+
 # Between reps: a sync and this much rest (a rep writes ~10 MB, a 200 MB one needs 2 s).
 QUIET_S = 0.5
 
@@ -55,6 +83,9 @@ def warm_cache(work: Path, url: str, real: RealArchive) -> Path:
 def _one(side: str, rep: Path, url: str, real: RealArchive, warm: Path | None) -> Timed:
     root = rep / "root"
     root.mkdir()
+    if side.endswith(HOST_LIKE):
+        host_like(root)
+        side = side.split(",", maxsplit=1)[0]
     if side == "seed":
         argv: list[str | Path] = ["bash", SEED_STEP, root, url, real.sha256]
         t = measure.timed(argv, env={"TMPDIR": str(rep)})

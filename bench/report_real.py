@@ -11,6 +11,8 @@ LABELS = {
     "venv": "`.venv/bin/hal0-lemonade install --root ROOT --version V --artifact URL --sha256 SHA`",
     "pyz cold": "`/usr/bin/python3 dist/hal0-lemonade.pyz install ...`, code cache absent",
     "pyz warm": "the same, code cache unpacked by an earlier run",
+    "seed, host-like root": "seed, on a root with a Debian host's skeleton and accounts",
+    "venv, host-like root": "venv, on a root with a Debian host's skeleton and accounts",
 }
 
 
@@ -23,6 +25,21 @@ def summary(res: Results) -> list[list[str]]:
             rows.append(
                 [
                     "1. real archive, whole install: venv vs seed_step.sh",
+                    run.site.label,
+                    f"{spread(venv)} vs {spread(seed)} = **{r:.2f}x** "
+                    f"(per rep {paired(venv, seed)})",
+                    f"<= {TARGET:.2f}x",
+                    verdict(r <= TARGET),
+                ]
+            )
+    for run in res.real:
+        seed = walls(run.sides.get("seed, host-like root", []))
+        venv = walls(run.sides.get("venv, host-like root", []))
+        if seed and venv:
+            r = ratio(venv, seed)
+            rows.append(
+                [
+                    "1. the same on a host-like root (a Debian host's skeleton and accounts)",
                     run.site.label,
                     f"{spread(venv)} vs {spread(seed)} = **{r:.2f}x** "
                     f"(per rep {paired(venv, seed)})",

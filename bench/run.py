@@ -212,7 +212,7 @@ class Urls:
 def _real(res: Results, url: str, only: set[str], why_pyz: str, reps: int) -> None:
     wanted = set()
     if "real" in only:
-        wanted |= {"seed", "venv"}
+        wanted |= {"seed", "venv", "seed, host-like root", "venv, host-like root"}
     if "pyz" in only and not why_pyz:
         wanted |= {"venv", "pyz cold", "pyz warm"}
     sides = tuple(s for s in real.SIDES if s in wanted)
