@@ -39,6 +39,20 @@ def _sound(path: Path) -> bool:
     return True
 
 
+def _flush(path: Path) -> None:
+    """syncfs(2) of the filesystem holding ``path``: not os.sync(), which waits for every
+    disk of a busy host."""
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 def _unpack(pyz: Path, target: Path) -> bool:
     """Extract the packages (and this interpreter's native module) into ``target``, compiled,
     and make it appear in one rename.  False when it could not (the zip is used then)."""
@@ -64,7 +78,7 @@ def _unpack(pyz: Path, target: Path) -> bool:
 
     compileall.compile_dir(staging, quiet=2, workers=1)
     (staging / ".complete").write_text(BUILD + "\n")
-    os.sync()  # complete and durable before it is visible
+    _flush(staging)  # complete and durable before it is visible
     try:
         staging.rename(target)
     except OSError:  # another run got there first
