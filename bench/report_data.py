@@ -5,7 +5,19 @@ from __future__ import annotations
 import math
 
 from bench.measure import QUIET_S, median
-from bench.report_fmt import MiB, cpu, paired, ratio, rss, spread, table, verdict, wall, walls
+from bench.report_fmt import (
+    MiB,
+    cpu,
+    paired,
+    profile_table,
+    ratio,
+    rss,
+    spread,
+    table,
+    verdict,
+    wall,
+    walls,
+)
 from bench.results import DataRun, Extras, Results
 
 TARGET = 0.50
@@ -142,13 +154,7 @@ def extras(ex: Extras, res: Results) -> list[str]:
             "cProfile of one cold release step, heaviest own time first (the main thread only: "
             "cProfile does not see the inflate thread):",
             "",
-            *table(
-                ["function", "calls", "own", "cumulative"],
-                [
-                    [f"`{f}`", str(c), f"{t:.3f} s", f"{cu:.3f} s"]
-                    for f, c, t, cu in ex.profile_cold
-                ],
-            ),
+            *profile_table(ex.profile_cold, ms=False),
             "",
         ]
     out += _rss_health(ex, res)

@@ -15,6 +15,16 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
+def profile_table(rows: Sequence[tuple[str, int, float, float]], *, ms: bool) -> list[str]:
+    """cProfile rows (function, calls, own s, cumulative s) as a table, in s or in ms."""
+
+    def t(v: float) -> str:
+        return f"{v * 1000:.1f} ms" if ms else f"{v:.3f} s"
+
+    body = [[f"`{f}`", str(c), t(own), t(cu)] for f, c, own, cu in rows]
+    return table(["function", "calls", "own", "cumulative"], body)
+
+
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from bench.report_fmt import cpu, paired, ratio, rss, spread, table, verdict, walls
+from bench.report_fmt import (
+    cpu,
+    paired,
+    profile_table,
+    ratio,
+    rss,
+    spread,
+    table,
+    verdict,
+    walls,
+)
 from bench.results import RealRun, Results
 
 TARGET = 0.70
@@ -16,37 +26,34 @@ LABELS = {
 }
 
 
+# Workload 1's rows: (baseline side, installer side, what the row says).
+VERSUS = (
+    ("seed", "venv", "1. real archive, whole install: venv vs seed_step.sh"),
+    (
+        "seed, host-like root",
+        "venv, host-like root",
+        "1. the same on a host-like root (a Debian host's skeleton and accounts)",
+    ),
+)
+
+
 def summary(res: Results) -> list[list[str]]:
     rows = []
-    for run in res.real:  # workload 1 on each site, then workload 2 on each
-        seed, venv = walls(run.sides.get("seed", [])), walls(run.sides.get("venv", []))
-        if seed and venv:
-            r = ratio(venv, seed)
-            rows.append(
-                [
-                    "1. real archive, whole install: venv vs seed_step.sh",
-                    run.site.label,
-                    f"{spread(venv)} vs {spread(seed)} = **{r:.2f}x** "
-                    f"(per rep {paired(venv, seed)})",
-                    f"<= {TARGET:.2f}x",
-                    verdict(r <= TARGET),
-                ]
-            )
-    for run in res.real:
-        seed = walls(run.sides.get("seed, host-like root", []))
-        venv = walls(run.sides.get("venv, host-like root", []))
-        if seed and venv:
-            r = ratio(venv, seed)
-            rows.append(
-                [
-                    "1. the same on a host-like root (a Debian host's skeleton and accounts)",
-                    run.site.label,
-                    f"{spread(venv)} vs {spread(seed)} = **{r:.2f}x** "
-                    f"(per rep {paired(venv, seed)})",
-                    f"<= {TARGET:.2f}x",
-                    verdict(r <= TARGET),
-                ]
-            )
+    for base_side, side, what in VERSUS:  # workload 1 on each site, each kind of root
+        for run in res.real:
+            seed, venv = walls(run.sides.get(base_side, [])), walls(run.sides.get(side, []))
+            if seed and venv:
+                r = ratio(venv, seed)
+                rows.append(
+                    [
+                        what,
+                        run.site.label,
+                        f"{spread(venv)} vs {spread(seed)} = **{r:.2f}x** "
+                        f"(per rep {paired(venv, seed)})",
+                        f"<= {TARGET:.2f}x",
+                        verdict(r <= TARGET),
+                    ]
+                )
     for run in res.real:
         venv = walls(run.sides.get("venv", []))
         cold, warm = walls(run.sides.get("pyz cold", [])), walls(run.sides.get("pyz warm", []))
@@ -178,13 +185,7 @@ def _costs(run: RealRun) -> list[str]:
             "is not in it: see the start-up table under workload 4), hal0_lemonade's "
             "functions by cumulative time:",
             "",
-            *table(
-                ["function", "calls", "own", "cumulative"],
-                [
-                    [f"`{f}`", str(c), f"{t * 1000:.1f} ms", f"{cu * 1000:.1f} ms"]
-                    for f, c, t, cu in run.profile
-                ],
-            ),
+            *profile_table(run.profile, ms=True),
             "",
         ]
     return out

@@ -209,10 +209,11 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 @functools.cache
 def _sync_file_range() -> Callable[..., int] | None:
-    func = libc_function("sync_file_range")
+    func = getattr(_libc(), "sync_file_range", None)  # a ctypes function: its argtypes set
     if func is not None:
-        func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]  # type: ignore[attr-defined]
-    return func
+        func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    found: Callable[..., int] | None = func
+    return found
 
 
 def start_writeback(fd: int) -> None:
