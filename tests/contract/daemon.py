@@ -220,8 +220,22 @@ class Running:
             ) from None
 
     def wait_output(self, text: str, timeout: float = START_TIMEOUT_S) -> None:
-        wait_until(
-            f"{text!r} in the output of {self.lemond}", lambda: text in self.output(), timeout
+        """Wait for ``text`` in the daemon's output; a daemon that exits first, or a wait that
+        times out, fails with what the daemon did instead (exit status, sockets, output)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if not self.alive() and text not in self.output():
+                state = f"exited {self.proc.returncode}"
+                break
+            if time.monotonic() > deadline:
+                state = f"still runs after {timeout:g} s, holding {self.sockets()}"
+                break
+            time.sleep(0.05)
+        else:
+            return
+        raise AssertionError(
+            f"{text!r} never appeared in the output of {self.lemond}, which {state}\n"
+            f"--- output\n{self.output()}"
         )
 
     def sockets(self) -> list[Sock]:
