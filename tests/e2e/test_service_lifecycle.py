@@ -67,7 +67,7 @@ def test_harness_runs_the_cli_inside(container: Container, e2e: E2E) -> None:
     assert container.out(["systemctl", "--version"]).startswith(f"systemd {e2e.suite.systemd}")
     version = container.out(["python3", "-c", "import sys; print(sys.version.split()[0])"])
     assert version.startswith(f"{e2e.suite.python}."), version
-    MEASURED[f"{e2e.suite.debian}"] = f"systemd {e2e.suite.systemd}, python3 {version}"
+    MEASURED[f"{e2e.suite.distro}"] = f"systemd {e2e.suite.systemd}, python3 {version}"
     links = container.out(["ls", "/sys/class/net"]).split()
     assert links == ["lo"], links
     # The snapshot that the no-change scenarios rely on sees a same-bytes rewrite.
@@ -104,7 +104,7 @@ def test_fresh_install(container: Container, e2e: E2E) -> None:
     # The install unpacked the pyz into root's cache: from now on zlib-ng inflates.
     version = container.out([CLI, "--version"])
     assert "(inflate: zlib-ng " in version, version
-    MEASURED[f"{e2e.suite.debian}: --version from the pyz"] = version
+    MEASURED[f"{e2e.suite.distro}: --version from the pyz"] = version
 
     # The daemon runs as hal0, not root: ask the kernel and the daemon itself.
     pid = container.main_pid()
