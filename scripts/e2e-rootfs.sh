@@ -9,10 +9,11 @@
 #
 # - Installs systemd-container, debootstrap and zstd with apt-get when they are missing.
 # - Debootstraps SUITE (minbase + systemd and the few tools the tests use) into DEST,
-#   retrying up to 3 times, and strips the apt caches.  Ubuntu's archive is checked against
-#   Ubuntu's keyring, which Debian does not ship: the ubuntu-keyring package is fetched from
-#   the archive and used only if its SHA-256 is the one pinned below. It says what it is doing, and how
+#   retrying up to 3 times, and strips the apt caches. It says what it is doing, and how
 #   long each part took, on stderr: the first build takes minutes.
+# - Checks Ubuntu's archive against Ubuntu's keyring, which Debian does not ship: the
+#   ubuntu-keyring package is fetched from that archive and used only if its SHA-256 is the
+#   one pinned below.
 # - Caches the finished root as a zstd tarball under $HAL0_E2E_CACHE (default:
 #   <repo>/.cache/e2e/), keyed by this script's own content hash: change the package list
 #   and the cache key changes with it. A cached root unpacks in about a second.
