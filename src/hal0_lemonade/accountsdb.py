@@ -228,9 +228,15 @@ def _lock_pid(path: Path) -> int | None:
     would refuse it for ever).
     """
     try:
-        raw = path.read_bytes()[:32].split(b"\0", 1)[0].strip()
+        # Only its head, and never through a link or into a FIFO: a lock is a small file.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, 32)
+        finally:
+            os.close(fd)
     except OSError:
         return None
+    raw = head.split(b"\0", 1)[0].strip()
     return int(raw) if raw.isdigit() else None
 
 
